@@ -1,0 +1,1 @@
+"""The HTTP control plane (Starlette). One module per resource; no mail logic here."""

@@ -1,0 +1,64 @@
+"""The Starlette application: routes and the JSON error handling of every endpoint."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ..errors import MailError
+from ..runtime import Runtime
+from . import aliases, health, mailboxes
+from .base import error_response
+
+log = logging.getLogger(__name__)
+
+
+async def _mail_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MailError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "payload_too_large"}
+    error = codes.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else error
+    if exc.status_code == 404:
+        message = f"no endpoint at {request.url.path}"
+    return JSONResponse({"error": error, "message": message}, status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"error": "internal_error", "message": "the server failed to handle this request"},
+                        status_code=500)
+
+
+def create_app(rt: Runtime) -> Starlette:
+    routes = [
+        Route("/health", health.health, methods=["GET"]),
+        Route("/v1/mailboxes", mailboxes.create_mailbox, methods=["POST"]),
+        Route("/v1/mailboxes", mailboxes.list_mailboxes, methods=["GET"]),
+        Route("/v1/mailboxes/{address}", mailboxes.get_mailbox, methods=["GET"]),
+        Route("/v1/mailboxes/{address}", mailboxes.update_mailbox, methods=["PATCH"]),
+        Route("/v1/mailboxes/{address}", mailboxes.delete_mailbox, methods=["DELETE"]),
+        Route("/v1/mailboxes/{address}/password", mailboxes.set_password, methods=["POST"]),
+        Route("/v1/mailboxes/{address}/keys", mailboxes.create_key, methods=["POST"]),
+        Route("/v1/keys", mailboxes.list_keys, methods=["GET"]),
+        Route("/v1/keys/{key_id}", mailboxes.revoke_key, methods=["DELETE"]),
+        Route("/v1/aliases", aliases.create_alias, methods=["POST"]),
+        Route("/v1/aliases", aliases.list_aliases, methods=["GET"]),
+        Route("/v1/aliases/{source}", aliases.delete_alias, methods=["DELETE"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={MailError: _mail_error, HTTPException: _http_error, Exception: _unexpected},
+    )
+    app.state.runtime = rt
+    return app

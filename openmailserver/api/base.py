@@ -1,0 +1,77 @@
+"""Shared pieces of the API: auth, JSON bodies, JSON responses and errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from ..core.accounts import Principal, authenticate
+from ..errors import MailError
+from ..runtime import Runtime
+
+MAX_JSON_BODY = 1024 * 1024
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def api_key_of(request: Request) -> str | None:
+    key = request.headers.get("x-openmailserver-key")
+    if key:
+        return key.strip()
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+async def principal(request: Request, scope: str) -> Principal:
+    """The caller, who must hold `scope`: 401 without a key, 403 for a wrong key or scope."""
+    key = api_key_of(request)
+    if not key:
+        raise MailError("unauthorized", "an API key is required", http_status=401,
+                        fix="send it in the X-OpenMailserver-Key header or as Authorization: Bearer")
+    if len(key) > 256:
+        raise MailError("forbidden", "invalid API key", http_status=403)
+    rt = runtime(request)
+    who = await rt.run(authenticate, rt.db, key)
+    if who is None:
+        raise MailError("forbidden", "invalid API key", http_status=403)
+    if not who.allows(scope):
+        raise MailError("forbidden", f"this key lacks the {scope!r} scope", http_status=403)
+    request.state.principal = who
+    return who
+
+
+async def json_body(request: Request, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
+    """The request body as a JSON object (whatever the Content-Type says), or a 400/413 error."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise MailError("payload_too_large", f"the body is larger than {limit} bytes", http_status=413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise MailError("payload_too_large", f"the body is larger than {limit} bytes", http_status=413)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        data = json.loads(raw) if raw.strip() else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MailError("invalid_json", f"the body is not valid JSON: {exc}", http_status=400) from None
+    if not isinstance(data, dict):
+        raise MailError("invalid_json", "the body must be a JSON object", http_status=400)
+    return data
+
+
+def ok(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status)
+
+
+def error_response(exc: MailError) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return JSONResponse(exc.as_json(), status_code=exc.http_status, headers=headers)

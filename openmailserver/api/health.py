@@ -1,0 +1,65 @@
+"""`GET /health`: real checks of the database, the disk and every listener."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from .. import __version__
+from ..store import accounts
+from .base import runtime
+
+MIN_FREE_BYTES = 200 * 1024 * 1024
+
+
+async def _check_database(rt) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        domains = await asyncio.wait_for(rt.adb.read(accounts.list_domains), timeout=3)
+    except Exception as exc:  # any failure is a failed check, reported, not raised
+        return {"status": "fail", "error": str(exc)}
+    return {"status": "ok", "domains": len(domains),
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+def _check_disk(rt) -> dict[str, Any]:
+    usage = shutil.disk_usage(rt.settings.data_dir)
+    status = "ok" if usage.free >= MIN_FREE_BYTES else "fail"
+    return {"status": status, "free_bytes": usage.free, "total_bytes": usage.total,
+            "path": str(rt.settings.data_dir)}
+
+
+async def _check_listener(host: str, port: int) -> dict[str, Any]:
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(target, port), timeout=2)
+    except (OSError, asyncio.TimeoutError) as exc:
+        return {"status": "fail", "address": f"{host}:{port}", "error": str(exc) or type(exc).__name__}
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return {"status": "ok", "address": f"{host}:{port}"}
+
+
+async def health(request: Request) -> JSONResponse:
+    rt = runtime(request)
+    names = list(rt.listeners)
+    database, *listener_checks = await asyncio.gather(
+        _check_database(rt), *(_check_listener(*rt.listeners[n]) for n in names))
+    checks = {
+        "database": database,
+        "disk": _check_disk(rt),
+        "listeners": dict(zip(names, listener_checks)),
+    }
+    failed = database["status"] != "ok" or checks["disk"]["status"] != "ok" or any(
+        c["status"] != "ok" for c in listener_checks)
+    body = {"status": "fail" if failed else "ok", "version": __version__,
+            "uptime_seconds": round(time.time() - rt.started_at, 1), **checks}
+    return JSONResponse(body, status_code=503 if failed else 200)

@@ -1,0 +1,343 @@
+"""The `openmailserver` command (typer).
+
+Admin commands talk to the data directory directly (SQLite in WAL mode is safe
+to share with a running daemon). Human output by default, `--json` for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .config import ConfigError, Settings, load_settings, parse_assignments, render_reference
+from .errors import MailError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="openmailserver: SMTP, IMAP, DKIM, a durable queue and an HTTP API in one daemon.")
+mailbox_app = typer.Typer(no_args_is_help=True, help="Mailboxes: add, list, delete, set passwords.")
+alias_app = typer.Typer(no_args_is_help=True, help="Aliases (source -> local mailboxes).")
+key_app = typer.Typer(no_args_is_help=True, help="HTTP API keys.")
+config_app = typer.Typer(no_args_is_help=True, help="Settings.")
+app.add_typer(mailbox_app, name="mailbox")
+app.add_typer(alias_app, name="alias")
+app.add_typer(key_app, name="key")
+app.add_typer(config_app, name="config")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", "-c", help="TOML settings file.")]
+DevOpt = Annotated[bool, typer.Option("--dev", help="Development profile: loopback, unprivileged ports, ./data.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a setting: NAME=VALUE.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _settings(config: str | None, dev: bool, sets: list[str] | None) -> Settings:
+    try:
+        return load_settings(config_file=config, dev=dev, overrides=parse_assignments(sets or []))
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _db(settings: Settings):
+    from .store import Database
+
+    if not settings.db_path.exists():
+        err.print(f"[red]no database at {settings.db_path}[/red]; run `openmailserver init` first "
+                  "(with the same --config/--dev/--set options).")
+        raise typer.Exit(1)
+    return Database(settings.db_path)
+
+
+def _fail(exc: MailError, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(exc.as_json()))
+    else:
+        err.print(f"[red]error:[/red] {exc.message}" + (f"\n  fix: {exc.fix}" if exc.fix else ""))
+    raise typer.Exit(1)
+
+
+def _emit(data: Any, as_json: bool, human: str | Table) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        out.print(human)
+
+
+def _table(columns: list[str], rows: list[list[Any]]) -> Table:
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    return table
+
+
+# ---- init / serve / status -------------------------------------------------
+
+def _print_init(report, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"changed": report.changed, "created": report.created, "admin_key": report.admin_key}))
+        return
+    if not report.changed:
+        out.print("Already initialised; nothing changed.")
+    for item in report.created:
+        out.print(f"created {item}")
+    if report.admin_key:
+        out.print(f"\n[bold]Admin API key (shown once, stored only as a hash):[/bold]\n  {report.admin_key}\n")
+
+
+@app.command()
+def init(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Create the data directory, database, TLS certificate, DKIM key and admin key."""
+    from .bootstrap import init_data_dir
+
+    settings = _settings(config, dev, set_)
+    try:
+        report = init_data_dir(settings)
+    except MailError as exc:
+        _fail(exc, as_json)
+    _print_init(report, as_json)
+
+
+@app.command()
+def serve(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None) -> None:
+    """Run the daemon (initialises an empty data directory first)."""
+    from .bootstrap import init_data_dir
+    from .daemon import StartupError, run, running_pid
+    from .logs import setup_logging
+
+    settings = _settings(config, dev, set_)
+    pid = running_pid(settings)
+    if pid:
+        err.print(f"[red]a daemon (pid {pid}) already serves {settings.data_dir}[/red]")
+        raise typer.Exit(1)
+    report = init_data_dir(settings)
+    if report.changed:
+        _print_init(report, False)
+    setup_logging(settings)
+
+    def ready(rt) -> None:
+        lines = [f"openmailserver {__version__} serving {settings.data_dir}"]
+        for name, (host, port) in rt.listeners.items():
+            lines.append(f"  {name:<20} {host}:{port}")
+        api = rt.listeners.get("api")
+        if api:
+            key = report.admin_key or "<admin-api-key>"
+            lines.append(f"\nTry it:\n  curl -H 'X-OpenMailserver-Key: {key}' http://{api[0]}:{api[1]}/v1/mailboxes")
+        print("\n".join(lines), file=sys.stderr, flush=True)
+
+    try:
+        run(settings, ready)
+    except StartupError as exc:
+        err.print(f"[red]cannot start:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def status(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Whether the daemon runs, and what the data directory holds."""
+    from .daemon import running_pid
+    from .store import accounts, messages
+
+    settings = _settings(config, dev, set_)
+    db = _db(settings)
+    data = {
+        "version": __version__,
+        "data_dir": str(settings.data_dir),
+        "running": running_pid(settings) is not None,
+        "pid": running_pid(settings),
+        "domains": [d["name"] for d in db.read(accounts.list_domains)],
+        "mailboxes": len(db.read(accounts.list_mailboxes)),
+        "aliases": len(db.read(accounts.list_aliases)),
+        "messages": db.read(messages.count_messages),
+        "listeners": {name: f"{h}:{p}" for name, (h, p) in settings.listeners().items()},
+    }
+    human = _table(["", ""], [[k, ", ".join(v) if isinstance(v, list) else
+                               (", ".join(f"{a} {b}" for a, b in v.items()) if isinstance(v, dict) else v)]
+                              for k, v in data.items()])
+    _emit(data, as_json, human)
+
+
+# ---- mailboxes -------------------------------------------------------------
+
+@mailbox_app.command("add")
+def mailbox_add(address: str, password: Annotated[Optional[str], typer.Option(
+                    help="Password; generated when omitted.")] = None,
+                quota: Annotated[Optional[int], typer.Option(help="Quota in bytes (0 = unlimited).")] = None,
+                config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+                as_json: JsonOpt = False) -> None:
+    """Create a mailbox ADDRESS (its domain too, with a DKIM key, when new)."""
+    from .core import accounts as core
+
+    settings = _settings(config, dev, set_)
+    local, _, domain = address.rpartition("@")
+    try:
+        result = core.create_mailbox(settings, _db(settings), local, domain, password=password, quota=quota)
+    except MailError as exc:
+        _fail(exc, as_json)
+    mailbox = core.public_mailbox(result["mailbox"])
+    data = {"mailbox": mailbox, "password": result["password"],
+            "api_key": {"id": result["api_key_row"]["id"], "key": result["api_key"],
+                        "scopes": result["api_key_row"]["scopes"].split()}}
+    _emit(data, as_json, f"created {mailbox['email']}\n  password: {result['password']}\n"
+                         f"  API key:  {result['api_key']} (shown once)")
+
+
+@mailbox_app.command("list")
+def mailbox_list(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+                 as_json: JsonOpt = False) -> None:
+    """List mailboxes."""
+    from .core import accounts as core
+    from .store import accounts
+
+    settings = _settings(config, dev, set_)
+    rows = [core.public_mailbox(r) for r in _db(settings).read(accounts.list_mailboxes)]
+    _emit(rows, as_json, _table(["email", "quota", "used", "active", "created"],
+                                [[r["email"], r["quota"] or "unlimited", r["used_bytes"], r["active"],
+                                  r["created_at"]] for r in rows]))
+
+
+@mailbox_app.command("delete")
+def mailbox_delete(address: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+                   config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+                   as_json: JsonOpt = False) -> None:
+    """Delete a mailbox from the index (its Maildir stays on disk)."""
+    from .core import accounts as core
+
+    settings = _settings(config, dev, set_)
+    if not yes and not as_json and not typer.confirm(f"Delete mailbox {address}?"):
+        raise typer.Exit(1)
+    try:
+        row = core.delete_mailbox(settings, _db(settings), address)
+    except MailError as exc:
+        _fail(exc, as_json)
+    _emit({"deleted": row["address"]}, as_json, f"deleted {row['address']}")
+
+
+@mailbox_app.command("passwd")
+def mailbox_passwd(address: str, password: Annotated[Optional[str], typer.Option(
+                       help="New password; generated when omitted.")] = None,
+                   config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+                   as_json: JsonOpt = False) -> None:
+    """Set a mailbox password."""
+    from .core import accounts as core
+
+    settings = _settings(config, dev, set_)
+    try:
+        row, new = core.set_password(_db(settings), address, password)
+    except MailError as exc:
+        _fail(exc, as_json)
+    _emit({"email": row["address"], "password": new}, as_json, f"password of {row['address']}: {new}")
+
+
+# ---- aliases ---------------------------------------------------------------
+
+@alias_app.command("add")
+def alias_add(source: str, destination: str, config: ConfigOpt = None, dev: DevOpt = False,
+              set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Create an alias SOURCE (an address, or @domain for a catch-all) -> DESTINATION[,...]."""
+    from .core import accounts as core
+
+    settings = _settings(config, dev, set_)
+    try:
+        row = core.create_alias(_db(settings), source, destination)
+    except MailError as exc:
+        _fail(exc, as_json)
+    _emit(row, as_json, f"alias {row['source']} -> {row['destination']}")
+
+
+@alias_app.command("list")
+def alias_list(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+               as_json: JsonOpt = False) -> None:
+    """List aliases."""
+    from .store import accounts
+
+    rows = _db(_settings(config, dev, set_)).read(accounts.list_aliases)
+    _emit(rows, as_json, _table(["source", "destination", "created"],
+                                [[r["source"], r["destination"], r["created_at"]] for r in rows]))
+
+
+@alias_app.command("delete")
+def alias_delete(source: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+                 as_json: JsonOpt = False) -> None:
+    """Delete an alias."""
+    from .core import accounts as core
+
+    try:
+        core.delete_alias(_db(_settings(config, dev, set_)), source)
+    except MailError as exc:
+        _fail(exc, as_json)
+    _emit({"deleted": source}, as_json, f"deleted alias {source}")
+
+
+# ---- API keys --------------------------------------------------------------
+
+@key_app.command("create")
+def key_create(mailbox: Annotated[Optional[str], typer.Option(
+                   help="Mailbox address for a mailbox-scoped key; omit for an admin key.")] = None,
+               name: Annotated[str, typer.Option(help="A label for the key.")] = "",
+               config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+               as_json: JsonOpt = False) -> None:
+    """Create an API key (shown once)."""
+    from .core import accounts as core
+
+    db = _db(_settings(config, dev, set_))
+    try:
+        if mailbox:
+            key, row = core.create_mailbox_key(db, mailbox, name)
+        else:
+            key, row = core.create_key(db, mailbox_id=None, name=name or "admin (cli)")
+    except MailError as exc:
+        _fail(exc, as_json)
+    _emit({**core.public_key(row), "key": key}, as_json,
+          f"key {row['id']} ({' '.join(row['scopes'].split())}):\n  {key}\n(shown once)")
+
+
+@key_app.command("list")
+def key_list(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+             as_json: JsonOpt = False) -> None:
+    """List API keys (prefixes only)."""
+    from .core import accounts as core
+    from .store import accounts
+
+    rows = [core.public_key(r) for r in _db(_settings(config, dev, set_)).read(accounts.list_keys)]
+    _emit(rows, as_json, _table(["id", "prefix", "mailbox", "scopes", "created", "revoked"],
+                                [[r["id"], r["prefix"] + "…", r["mailbox"] or "(admin)", " ".join(r["scopes"]),
+                                  r["created_at"], r["revoked_at"] or ""] for r in rows]))
+
+
+@key_app.command("revoke")
+def key_revoke(key_id: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+               as_json: JsonOpt = False) -> None:
+    """Revoke an API key by id."""
+    from .core import accounts as core
+
+    try:
+        core.revoke_key(_db(_settings(config, dev, set_)), key_id)
+    except MailError as exc:
+        _fail(exc, as_json)
+    _emit({"revoked": key_id}, as_json, f"revoked {key_id}")
+
+
+# ---- settings --------------------------------------------------------------
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None) -> None:
+    """Print the effective settings (secrets redacted) as JSON."""
+    print(json.dumps(_settings(config, dev, set_).redacted(), indent=2))
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the configuration reference (the source of docs/configuration.md)."""
+    sys.stdout.write(render_reference())
+
+
+def main() -> None:
+    app()

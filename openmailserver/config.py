@@ -1,0 +1,341 @@
+"""Settings: defaults < dev profile < TOML file < OPENMAILSERVER_* env < CLI flags.
+
+This is the only module that reads the environment. Every setting has one name,
+one type and one line of documentation; `docs/configuration.md` is generated
+from the table below (`render_reference`) and a test keeps it current.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "OPENMAILSERVER_"
+CONFIG_FILE_NAME = "openmailserver.toml"
+SYSTEM_CONFIG = Path("/etc/openmailserver") / CONFIG_FILE_NAME
+
+MiB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A setting is unknown or has a value of the wrong shape."""
+
+
+def _doc(text: str, secret: bool = False, kind: str = "") -> dict[str, Any]:
+    return {"doc": text, "secret": secret, "kind": kind}
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(
+        default=Path("/var/lib/openmailserver"),
+        metadata=_doc("Directory holding the database, Maildirs, keys, TLS files and logs."),
+    )
+    hostname: str = field(
+        default="",
+        metadata=_doc("Canonical mail host name (HELO/EHLO name, TLS certificate, MX target). "
+                      "Empty means this machine's fully qualified name."),
+    )
+    primary_domain: str = field(
+        default="",
+        metadata=_doc("The first mail domain; created with a DKIM key by `init`. "
+                      "Empty means `hostname` without its first label."),
+    )
+    bind: str = field(default="0.0.0.0", metadata=_doc("Address the mail listeners (SMTP, IMAP) bind to."))
+    smtp_port: int = field(default=25, metadata=_doc("SMTP MX listener (0 disables it).", kind="port"))
+    submission_port: int = field(
+        default=465, metadata=_doc("Submission with implicit TLS (0 disables it).", kind="port"))
+    submission_starttls_port: int = field(
+        default=587, metadata=_doc("Submission with STARTTLS (0 disables it).", kind="port"))
+    imap_port: int = field(default=143, metadata=_doc("IMAP with STARTTLS (0 disables it).", kind="port"))
+    imaps_port: int = field(default=993, metadata=_doc("IMAP with implicit TLS (0 disables it).", kind="port"))
+    api_host: str = field(default="127.0.0.1", metadata=_doc("Address the HTTP API binds to."))
+    api_port: int = field(default=8787, metadata=_doc("HTTP API port (0 disables it).", kind="port"))
+    admin_api_key: str = field(
+        default="",
+        metadata=_doc("When set, this string is the admin API key (stored only as a hash). "
+                      "When empty, `init` generates one and prints it once.", secret=True),
+    )
+    tls_cert: str = field(
+        default="",
+        metadata=_doc("PEM certificate chain for SMTP/IMAP TLS. Empty: a self-signed "
+                      "certificate for `hostname` in `data_dir/tls/`."),
+    )
+    tls_key: str = field(default="", metadata=_doc("PEM private key matching `tls_cert`."))
+    dns_nameservers: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc("DNS servers as `ip` or `ip:port`, comma-separated in env. Empty: the system resolver."),
+    )
+    remote_smtp_port: int = field(
+        default=25, metadata=_doc("Port outbound delivery connects to on remote MX hosts.", kind="port"))
+    relay_host: str = field(default="", metadata=_doc("Optional smarthost `host:port`; all outbound mail goes there."))
+    message_size_limit: int = field(
+        default=25 * MiB, metadata=_doc("Largest message accepted, in bytes (suffixes K, M, G allowed).", kind="size"))
+    max_recipients: int = field(default=100, metadata=_doc("Most recipients accepted in one SMTP transaction."))
+    max_sends_per_hour: int = field(default=100, metadata=_doc("Messages one mailbox may send per hour."))
+    default_quota: int = field(
+        default=0, metadata=_doc("Quota in bytes for new mailboxes when none is given (0 = unlimited).", kind="size"))
+    smtp_max_connections: int = field(default=500, metadata=_doc("Simultaneous SMTP connections, all listeners."))
+    smtp_max_connections_per_ip: int = field(default=50, metadata=_doc("Simultaneous SMTP connections from one IP."))
+    smtp_idle_timeout: int = field(default=300, metadata=_doc("Seconds an SMTP session may stay idle."))
+    dmarc_enforce: bool = field(
+        default=True,
+        metadata=_doc("Reject (550 5.7.1) mail failing DMARC for a `p=reject` domain; false only marks it."),
+    )
+    backup_encryption_key: str = field(
+        default="", metadata=_doc("Passphrase that encrypts backups (AES-256-GCM).", secret=True))
+    debug_api_enabled: bool = field(default=True, metadata=_doc("Serve the `/v1/debug/*` endpoints."))
+    log_level: str = field(default="info", metadata=_doc("debug, info, warning or error."))
+
+    # ---- derived values -------------------------------------------------
+
+    @property
+    def mail_host(self) -> str:
+        return self.hostname or socket.getfqdn().lower()
+
+    @property
+    def mail_domain(self) -> str:
+        if self.primary_domain:
+            return self.primary_domain
+        labels = self.mail_host.split(".")
+        return ".".join(labels[1:]) if len(labels) > 2 else self.mail_host
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "openmailserver.db"
+
+    @property
+    def mail_root(self) -> Path:
+        return self.data_dir / "mail"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def cert_path(self) -> Path:
+        return Path(self.tls_cert) if self.tls_cert else self.tls_dir / "cert.pem"
+
+    @property
+    def key_path(self) -> Path:
+        return Path(self.tls_key) if self.tls_key else self.tls_dir / "key.pem"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.data_dir / "openmailserver.pid"
+
+    def listeners(self) -> dict[str, tuple[str, int]]:
+        """Every enabled listener by name: (address, port)."""
+        table = {
+            "smtp": (self.bind, self.smtp_port),
+            "submission": (self.bind, self.submission_port),
+            "submission_starttls": (self.bind, self.submission_starttls_port),
+            "imap": (self.bind, self.imap_port),
+            "imaps": (self.bind, self.imaps_port),
+            "api": (self.api_host, self.api_port),
+        }
+        return {name: addr for name, addr in table.items() if addr[1]}
+
+    def redacted(self) -> dict[str, Any]:
+        """Effective settings as JSON-able values, secrets replaced."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret"):
+                value = "(set)" if value else ""
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+# The `--dev` profile: everything on loopback and unprivileged ports, data in ./data.
+DEV_PROFILE: dict[str, Any] = {
+    "data_dir": "./data",
+    "hostname": "localhost",
+    "primary_domain": "example.test",
+    "bind": "127.0.0.1",
+    "smtp_port": 2525,
+    "submission_port": 4465,
+    "submission_starttls_port": 2587,
+    "imap_port": 1143,
+    "imaps_port": 1993,
+    "api_host": "127.0.0.1",
+    "api_port": 8787,
+}
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.I)
+
+
+def _parse_size(name: str, raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ConfigError(f"setting {name!r}: expected a size in bytes, got {raw!r}")
+    if isinstance(raw, int):
+        value = raw
+    else:
+        match = _SIZE_RE.match(str(raw))
+        if not match:
+            raise ConfigError(f"setting {name!r}: expected a size like 25M, got {raw!r}")
+        unit = (match.group(2) or "b")[0].lower()
+        value = int(match.group(1)) * {"b": 1, "k": 1024, "m": MiB, "g": 1024 * MiB}[unit]
+    if value < 0:
+        raise ConfigError(f"setting {name!r}: must not be negative")
+    return value
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Turn a TOML/env/CLI value into the field's type, naming the setting on error."""
+    f = _FIELDS[name]
+    kind = f.metadata.get("kind")
+    default = f.default
+    if kind == "size":
+        return _parse_size(name, raw)
+    if isinstance(default, bool):
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"setting {name!r}: expected true or false, got {raw!r}")
+    if isinstance(default, int):
+        try:
+            value = int(raw) if not isinstance(raw, bool) else None
+        except (TypeError, ValueError):
+            value = None
+        if value is None:
+            raise ConfigError(f"setting {name!r}: expected an integer, got {raw!r}")
+        if kind == "port" and not 0 <= value <= 65535:
+            raise ConfigError(f"setting {name!r}: port {value} is outside 0-65535")
+        if value < 0:
+            raise ConfigError(f"setting {name!r}: must not be negative")
+        return value
+    if isinstance(default, tuple):
+        if isinstance(raw, str):
+            items = [part.strip() for part in raw.split(",")]
+        elif isinstance(raw, (list, tuple)):
+            items = [str(part).strip() for part in raw]
+        else:
+            raise ConfigError(f"setting {name!r}: expected a list, got {raw!r}")
+        return tuple(item for item in items if item)
+    if isinstance(default, Path):
+        if not isinstance(raw, (str, Path)) or not str(raw):
+            raise ConfigError(f"setting {name!r}: expected a path, got {raw!r}")
+        return Path(raw)
+    if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+        raise ConfigError(f"setting {name!r}: expected a string, got {raw!r}")
+    return str(raw)
+
+
+def find_config_file(explicit: str | Path | None, environ: Mapping[str, str]) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if environ.get(ENV_PREFIX + "CONFIG"):
+        return Path(environ[ENV_PREFIX + "CONFIG"])
+    for candidate in (Path.cwd() / CONFIG_FILE_NAME, SYSTEM_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    for key in data:
+        if key not in _FIELDS:
+            raise ConfigError(f"config file {path}: unknown setting {key!r}")
+    return data
+
+
+def load_settings(
+    *,
+    config_file: str | Path | None = None,
+    dev: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the effective Settings from every layer, lowest first."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    if dev:
+        values.update({k: _coerce(k, v) for k, v in DEV_PROFILE.items()})
+    path = find_config_file(config_file, environ)
+    if path is not None:
+        values.update({k: _coerce(k, v) for k, v in read_toml(path).items()})
+    for name in _FIELDS:
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in environ:
+            values[name] = _coerce(name, environ[env_name])
+    for name, raw in (overrides or {}).items():
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting {name!r}")
+        if raw is not None:
+            values[name] = _coerce(name, raw)
+    settings = Settings(**values)
+    # Relative data directories are anchored where the command was started.
+    return dataclasses.replace(settings, data_dir=settings.data_dir.expanduser().absolute())
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, str]:
+    """`NAME=VALUE` strings from `--set` flags."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise ConfigError(f"--set expects NAME=VALUE, got {pair!r}")
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting {name!r}")
+        out[name] = value
+    return out
+
+
+def render_reference() -> str:
+    """The configuration reference (docs/configuration.md), generated from Settings."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated from openmailserver/config.py by `openmailserver config reference`; "
+        "a test fails when this file is stale. -->",
+        "",
+        "Settings are read in this order, each layer overriding the one before: built-in",
+        "defaults, the `--dev` profile (when given), the TOML file (`--config PATH`, else",
+        f"`$OPENMAILSERVER_CONFIG`, else `./{CONFIG_FILE_NAME}`, else `{SYSTEM_CONFIG}`),",
+        "environment variables `OPENMAILSERVER_<NAME>`, and `--set NAME=VALUE` flags.",
+        "An unknown key in the TOML file is an error that names the key.",
+        "",
+        "| setting | env | default | dev profile | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for f in fields(Settings):
+        default = f.default
+        if isinstance(default, tuple):
+            default = ", ".join(default) or "(empty)"
+        elif default == "":
+            default = "(empty)"
+        dev = DEV_PROFILE.get(f.name, "")
+        lines.append(
+            f"| `{f.name}` | `{ENV_PREFIX}{f.name.upper()}` | `{default}` | "
+            f"{f'`{dev}`' if dev != '' else ''} | {f.metadata['doc']} |"
+        )
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""Local delivery: one durable Maildir write per mailbox, then one index commit.
+
+The caller acknowledges (SMTP 250, HTTP 2xx) only after `deliver` returns:
+every file is fsynced and renamed into place and every index row (with its
+event) is committed. On failure nothing is indexed and the files are removed,
+so the sender's retry cannot produce a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import MailError, storage_full
+from ..runtime import Runtime
+from ..store import maildir, messages
+
+
+@dataclass
+class Delivery:
+    mailbox: dict[str, Any]  # a mailbox row: id, address, local_part, domain
+    data: bytes
+    meta: dict[str, Any]
+    folder: str = "INBOX"
+    flags: set[str] = field(default_factory=set)
+    direction: str = "inbound"
+    event_type: str | None = "message.received"
+
+
+def _folder_path(rt: Runtime, d: Delivery):
+    root = maildir.mailbox_root(rt.settings.mail_root, d.mailbox["domain"], d.mailbox["local_part"])
+    return maildir.folder_dir(root, d.folder)
+
+
+def _index_all(conn: sqlite3.Connection, items: list[tuple[Delivery, str]]) -> list[dict]:
+    return [
+        messages.record_message(
+            conn, mailbox_id=d.mailbox["id"], folder=d.folder, filename=filename, size=len(d.data),
+            meta=d.meta, flags=" ".join(sorted(d.flags)), direction=d.direction, event_type=d.event_type)
+        for d, filename in items
+    ]
+
+
+async def deliver(rt: Runtime, deliveries: list[Delivery]) -> list[dict]:
+    """Store every delivery durably and index them in one transaction; all or nothing."""
+    paths = [_folder_path(rt, d) for d in deliveries]
+    results = await asyncio.gather(
+        *(rt.run(maildir.write_durably, path, d.data, d.flags or None) for path, d in zip(paths, deliveries)),
+        return_exceptions=True)
+    written = [(p, r) for p, r in zip(paths, results) if isinstance(r, str)]
+    failure = next((r for r in results if isinstance(r, BaseException)), None)
+    if failure is None:
+        try:
+            return await rt.adb.write(_index_all, [(d, r) for d, r in zip(deliveries, results)])
+        except sqlite3.OperationalError as exc:
+            failure = storage_full() if "full" in str(exc).lower() else exc
+        except Exception as exc:  # noqa: BLE001 - cleaned up below, then re-raised
+            failure = exc
+    for path, filename in written:
+        await rt.run(maildir.remove_file, path, filename)
+    if isinstance(failure, MailError):
+        raise failure
+    raise MailError("delivery_failed", "local delivery failed, try again later",
+                    http_status=503, smtp=(451, "4.3.0")) from failure

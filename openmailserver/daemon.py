@@ -1,0 +1,184 @@
+"""`openmailserver serve`: every listener on one asyncio loop (DESIGN §1).
+
+Sockets are bound before anything else starts, so a port that is taken or
+privileged stops the daemon at once with a message naming the port and the
+fix. SIGTERM/SIGINT stop accepting, let sessions finish, flush the store and
+exit well within 10 seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Awaitable, Callable
+
+import uvicorn
+
+from .config import Settings
+from .runtime import Runtime
+from .store import Database
+from .store.reconcile import reconcile
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 8.0
+
+# Which setting each listener's port comes from (for error messages).
+PORT_SETTINGS = {
+    "smtp": "smtp_port",
+    "submission": "submission_port",
+    "submission_starttls": "submission_starttls_port",
+    "imap": "imap_port",
+    "imaps": "imaps_port",
+    "api": "api_port",
+}
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+def bind_socket(name: str, host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    setting = PORT_SETTINGS[name]
+    try:
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        where = f"{name} port {port} on {host} (setting {setting})"
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"{where} is already in use. Stop the program using it, or choose another port: "
+                f"--set {setting}=PORT, OPENMAILSERVER_{setting.upper()}=PORT, or 0 to disable it.") from None
+        if exc.errno == errno.EACCES:
+            raise StartupError(
+                f"{where} needs privileges (ports below 1024). Run as root or with "
+                f"CAP_NET_BIND_SERVICE (the systemd unit grants it), use `openmailserver serve --dev` "
+                f"for unprivileged ports, or set {setting} to a port >= 1024.") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise StartupError(f"{where}: address {host} is not on this machine; fix the bind/api_host setting."
+                               ) from None
+        raise StartupError(f"{where}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn on our loop; the daemon owns signal handling."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+
+# A front door: given the runtime and its bound socket, serve until cancelled.
+Starter = Callable[[Runtime, socket.socket], Awaitable[Callable[[], Awaitable[None]]]]
+
+
+async def _start_api(rt: Runtime, sock: socket.socket) -> Callable[[], Awaitable[None]]:
+    from .api.app import create_app
+
+    config = uvicorn.Config(create_app(rt), log_config=None, access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=5, server_header=False)
+    server = _UvicornServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()
+
+    async def stop() -> None:
+        server.should_exit = True
+        await task
+
+    return stop
+
+
+def _starters() -> dict[str, Starter]:
+    """The listeners this version implements."""
+    from .smtp.inbound import start_mx
+
+    return {"api": _start_api, "smtp": start_mx}
+
+
+async def _serve(settings: Settings, ready: Callable[[Runtime], None] | None) -> None:
+    starters = _starters()
+    wanted = {name: addr for name, addr in settings.listeners().items() if name in starters}
+    sockets: dict[str, socket.socket] = {}
+    try:
+        for name, (host, port) in wanted.items():
+            sockets[name] = bind_socket(name, host, port)
+    except StartupError:
+        for sock in sockets.values():
+            sock.close()
+        raise
+
+    db = Database(settings.db_path)
+    report = reconcile(db, settings.mail_root)
+    if report.adopted or report.dropped or report.tmp_removed:
+        log.info("reconcile: adopted %d, dropped %d, renamed %d, removed %d partial files from tmp/",
+                 report.adopted, report.dropped, report.renamed, report.tmp_removed)
+    rt = Runtime(settings, db)
+    stoppers: list[Callable[[], Awaitable[None]]] = []
+    stop_event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_event.set)
+    try:
+        for name, sock in sockets.items():
+            stoppers.append(await starters[name](rt, sock))
+            rt.listeners[name] = sock.getsockname()[:2]
+            log.info("listening: %s on %s:%d", name, *rt.listeners[name])
+        settings.pid_path.write_text(f"{os.getpid()}\n")
+        if ready:
+            ready(rt)
+        await stop_event.wait()
+        log.info("shutting down")
+    finally:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(stop() for stop in reversed(stoppers)), return_exceptions=True),
+            timeout=SHUTDOWN_GRACE)
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("listener stopped with an error: %s", result)
+        rt.close()
+        with contextlib.suppress(FileNotFoundError):
+            settings.pid_path.unlink()
+        log.info("stopped")
+
+
+def run(settings: Settings, ready: Callable[[Runtime], None] | None = None) -> None:
+    """Run the daemon until SIGTERM/SIGINT."""
+    try:
+        import uvloop
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.Runner()
+    with runner:
+        runner.run(_serve(settings, ready))
+
+
+def running_pid(settings: Settings) -> int | None:
+    """The pid of a daemon serving this data dir, if one is alive."""
+    try:
+        pid = int(settings.pid_path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+

@@ -1,0 +1,1 @@
+"""Outbound mail: DKIM signing, the queue, MX resolution and the SMTP client."""

@@ -1,0 +1,68 @@
+"""Logging: JSON lines in `data_dir/logs/openmailserver.log`, readable lines on stderr.
+
+A session or request id travels in a context variable. Every record passes a
+filter that replaces API keys by their visible prefix, so a key pasted into a
+command or a header never reaches a log; passwords are never logged at all.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import logging.handlers
+import sys
+from datetime import datetime, timezone
+
+from .config import Settings
+from .credentials import redact_keys
+
+LOG_FILE = "openmailserver.log"
+session_id: contextvars.ContextVar[str] = contextvars.ContextVar("session_id", default="-")
+
+
+class _Redact(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        record.msg = redact_keys(message)
+        record.args = None
+        record.session = session_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "session": getattr(record, "session", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = redact_keys(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(settings: Settings, stderr: bool = True) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(settings.log_level.upper() if settings.log_level.upper() in
+                  ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO")
+    redact = _Redact()
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.handlers.RotatingFileHandler(
+        settings.log_dir / LOG_FILE, maxBytes=50 * 1024 * 1024, backupCount=5, encoding="utf-8")
+    file_handler.setFormatter(JsonFormatter())
+    file_handler.addFilter(redact)
+    root.addHandler(file_handler)
+    if stderr:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s [%(session)s] %(message)s"))
+        console.addFilter(redact)
+        root.addHandler(console)
+    # Library loggers that would otherwise echo every request or SMTP line.
+    for noisy in ("uvicorn.access", "mail.log", "mail.debug"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,70 @@
+"""MIME and RFC 5322 header handling that needs no disk or network.
+
+This first part covers what the index stores for each message: decoded
+Subject/From/To, Date, Message-ID and the threading headers.
+"""
+
+from __future__ import annotations
+
+import re
+from email.header import decode_header, make_header
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+from email.utils import getaddresses
+from typing import Any
+
+_MSGID = re.compile(r"<([^<>\s]+)>")
+HEADER_SCAN_LIMIT = 256 * 1024
+
+
+def header_block(raw: bytes) -> bytes:
+    """The header section of a message (up to the first blank line)."""
+    head = raw[:HEADER_SCAN_LIMIT]
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        index = head.find(sep)
+        if index != -1:
+            return head[: index + len(sep)]
+    return head
+
+
+def parse_headers(raw: bytes) -> Message:
+    return BytesParser(policy=compat32).parsebytes(header_block(raw), headersonly=True)
+
+
+def decode_text(value: Any) -> str:
+    """An RFC 2047 encoded header value as text; never raises."""
+    if value is None:
+        return ""
+    try:
+        return str(make_header(decode_header(str(value)))).strip()
+    except (UnicodeError, ValueError, LookupError, TypeError):
+        return str(value).strip()
+
+
+def message_ids(value: Any) -> list[str]:
+    """Message-IDs in a Message-ID/In-Reply-To/References value, without brackets."""
+    if not value:
+        return []
+    return [m.group(1) for m in _MSGID.finditer(str(value))]
+
+
+def format_addresses(values: list[str]) -> str:
+    pairs = getaddresses([decode_text(v) for v in values if v])
+    return ", ".join(f"{name} <{addr}>" if name else addr for name, addr in pairs if addr or name)
+
+
+def index_meta(raw: bytes) -> dict[str, Any]:
+    """What the message index stores about a message."""
+    headers = parse_headers(raw)
+    ids = message_ids(headers.get("Message-ID"))
+    in_reply_to = message_ids(headers.get("In-Reply-To"))
+    return {
+        "message_id": ids[0] if ids else None,
+        "in_reply_to": in_reply_to[0] if in_reply_to else None,
+        "references": message_ids(headers.get("References")),
+        "subject": decode_text(headers.get("Subject")),
+        "from": format_addresses(headers.get_all("From") or []),
+        "to": format_addresses((headers.get_all("To") or []) + (headers.get_all("Cc") or [])),
+        "date": decode_text(headers.get("Date")) or None,
+    }

@@ -1,0 +1,47 @@
+"""The daemon's DNS resolver, built from `dns_nameservers`.
+
+It is installed as dnspython's default resolver because pyspf, dkimpy and
+authheaders look names up through that default; our own code takes it from
+here. Lookups are blocking and run in executor threads.
+"""
+
+from __future__ import annotations
+
+import dns.nameserver
+import dns.resolver
+
+from .config import Settings
+
+LIFETIME = 5.0
+
+
+def parse_nameserver(text: str) -> dns.nameserver.Do53Nameserver:
+    """`ip`, `ip:port`, `[v6]:port` or a bare IPv6 address."""
+    text = text.strip()
+    host, port = text, 53
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest.startswith(":"):
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = int(port_text)
+    return dns.nameserver.Do53Nameserver(host, port)
+
+
+def build_resolver(settings: Settings) -> dns.resolver.Resolver:
+    if settings.dns_nameservers:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [parse_nameserver(ns) for ns in settings.dns_nameservers]
+    else:
+        resolver = dns.resolver.Resolver()
+    resolver.lifetime = LIFETIME
+    resolver.timeout = 2.0
+    resolver.use_edns(0, 0, 1232)
+    return resolver
+
+
+def install(settings: Settings) -> dns.resolver.Resolver:
+    resolver = build_resolver(settings)
+    dns.resolver.default_resolver = resolver
+    return resolver

@@ -1,0 +1,33 @@
+"""What a running daemon shares between its front doors: settings, database, executor."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
+
+from .config import Settings
+from .store import AsyncDatabase, Database
+
+T = TypeVar("T")
+
+
+class Runtime:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self.adb = AsyncDatabase(db)
+        # fsyncs, password hashing, DKIM/RSA and header parsing run here, off the loop.
+        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="work")
+        self.listeners: dict[str, tuple[str, int]] = {}
+        self.started_at = time.time()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking work in the executor."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def close(self) -> None:
+        self.adb.close()
+        self.pool.shutdown(wait=True)
+        self.db.close()

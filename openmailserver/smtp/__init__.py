@@ -1,0 +1,1 @@
+"""SMTP front doors (aiosmtpd): the MX receiver and, later, submission."""

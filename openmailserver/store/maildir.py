@@ -1,0 +1,152 @@
+"""The Maildir++ tree: `mail_root/<domain>/<local>/` with dot folders.
+
+Durable delivery (DESIGN §3): write to `tmp/`, fsync the file, rename into
+`new/`, fsync the directory. Only then may the index row be committed and the
+message acknowledged. A crash before the rename leaves a file in `tmp/` that no
+reader treats as mail and that start-up cleans away.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import socket
+import time
+from pathlib import Path
+
+from ..errors import storage_full
+
+SUBDIRS = ("cur", "new", "tmp")
+# System folders every mailbox gets, with their RFC 6154 SPECIAL-USE attribute.
+DEFAULT_FOLDERS = {
+    "INBOX": None,
+    "Sent": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Archive": "\\Archive",
+}
+# Maildir info flags (the `:2,` suffix) and the IMAP flags they stand for.
+FLAG_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T"}
+
+_counter = itertools.count()
+_host = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
+
+
+def mailbox_root(mail_root: Path, domain: str, local: str) -> Path:
+    """The Maildir of a mailbox. `domain` and `local` must come from `address` validation."""
+    path = mail_root / domain / local
+    # Defence in depth: a validated address can never leave the mail root.
+    if path.resolve().parent.parent != mail_root.resolve():
+        raise ValueError(f"mailbox path escapes the mail root: {domain}/{local}")
+    return path
+
+
+def folder_dir(root: Path, folder: str) -> Path:
+    """INBOX is the Maildir itself; `A/B` is the Maildir++ folder `.A.B`."""
+    if folder == "INBOX":
+        return root
+    return root / ("." + folder.replace("/", "."))
+
+
+def ensure_folder(root: Path, folder: str) -> Path:
+    path = folder_dir(root, folder)
+    for sub in SUBDIRS:
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    if folder != "INBOX":
+        (path / "maildirfolder").touch(exist_ok=True)
+    return path
+
+
+def unique_name(size: int) -> str:
+    """A Maildir unique name with Dovecot-style size field `S=`."""
+    now = time.time()
+    sec = int(now)
+    usec = int((now - sec) * 1_000_000)
+    return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}.{_host},S={size}"
+
+
+def info_suffix(flags: set[str] | list[str] | str) -> str:
+    if isinstance(flags, str):
+        flags = flags.split()
+    letters = sorted(FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS)
+    return ":2," + "".join(letters)
+
+
+def base_name(filename: str) -> str:
+    """`cur/123.M1P2Q3.host,S=9:2,S` -> `123.M1P2Q3.host,S=9`."""
+    name = filename.rsplit("/", 1)[-1]
+    return name.split(":2,", 1)[0]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(folder_path: Path, data: bytes, flags: set[str] | None = None) -> str:
+    """Store one message file; returns its name relative to the folder directory.
+
+    Without flags the file goes to `new/`; with flags straight to `cur/` with
+    its info suffix (as an APPEND with flags or a Sent copy).
+    """
+    name = unique_name(len(data))
+    tmp_path = folder_path / "tmp" / name
+    target = f"cur/{name}{info_suffix(flags)}" if flags else f"new/{name}"
+    try:
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp_path, folder_path / target)
+        _fsync_dir(folder_path / target.split("/", 1)[0])
+    except OSError as exc:
+        try:
+            tmp_path.unlink()
+        except OSError:
+            pass
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise storage_full() from exc
+        raise
+    return target
+
+
+def remove_file(folder_path: Path, filename: str) -> None:
+    try:
+        (folder_path / filename).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def clean_tmp(folder_path: Path) -> int:
+    """Remove leftovers of interrupted deliveries; only safe while nothing writes."""
+    removed = 0
+    tmp = folder_path / "tmp"
+    if tmp.is_dir():
+        for entry in tmp.iterdir():
+            if entry.is_file():
+                entry.unlink()
+                removed += 1
+    return removed
+
+
+def list_files(folder_path: Path) -> dict[str, str]:
+    """Every message file of a folder: base name -> name relative to the folder."""
+    found: dict[str, str] = {}
+    for sub in ("new", "cur"):
+        directory = folder_path / sub
+        if not directory.is_dir():
+            continue
+        for entry in os.scandir(directory):
+            if entry.is_file() and not entry.name.startswith("."):
+                found[base_name(entry.name)] = f"{sub}/{entry.name}"
+    return found

@@ -1,0 +1,26 @@
+"""Small shared helpers: typed ids and UTC timestamps."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+def new_id(prefix: str, length: int = 12) -> str:
+    """A short opaque id such as `msg_k3v9x2m4a7qe` (base32, ~60 random bits)."""
+    return f"{prefix}_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime) -> str:
+    """UTC ISO 8601 with `Z`, second precision plus milliseconds."""
+    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now_iso() -> str:
+    return iso(utcnow())
