@@ -68,3 +68,35 @@ def index_meta(raw: bytes) -> dict[str, Any]:
         "to": format_addresses((headers.get_all("To") or []) + (headers.get_all("Cc") or [])),
         "date": decode_text(headers.get("Date")) or None,
     }
+
+
+def _part_text(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if payload is None:
+        payload = str(part.get_payload()).encode("utf-8", "replace")
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, "replace")
+    except LookupError:  # an unknown charset name
+        return payload.decode("utf-8", "replace")
+
+
+def bodies(raw: bytes) -> tuple[str | None, str | None]:
+    """The first text/plain and text/html parts that are not attachments; never raises."""
+    try:
+        message = BytesParser(policy=compat32).parsebytes(raw)
+    except Exception:  # noqa: BLE001 - broken MIME degrades to "no body"
+        return None, None
+    text = html = None
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+        if disposition == "attachment":
+            continue
+        ctype = part.get_content_type()
+        if ctype == "text/plain" and text is None:
+            text = _part_text(part)
+        elif ctype == "text/html" and html is None:
+            html = _part_text(part)
+    return text, html

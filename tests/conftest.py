@@ -38,6 +38,18 @@ def new_admin_key() -> str:
     return "om_" + "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(40))
 
 
+_quiet_dns: DNSServer | None = None
+
+
+def quiet_dns() -> DNSServer:
+    """A loopback DNS server with an empty zone: the default for every daemon, so no
+    test ever asks a resolver outside this machine."""
+    global _quiet_dns
+    if _quiet_dns is None:
+        _quiet_dns = DNSServer().start()
+    return _quiet_dns
+
+
 class Daemon:
     """One openmailserver process with its own data dir and ports."""
 
@@ -53,6 +65,7 @@ class Daemon:
             "api_host": "127.0.0.1",
             "admin_api_key": self.admin_key,
             "smtp_idle_timeout": 60,
+            "dns_nameservers": [quiet_dns().address],
         }
         for port_name in PORT_SETTINGS:
             self.settings[port_name] = free_port()

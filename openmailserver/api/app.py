@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from ..errors import MailError
 from ..runtime import Runtime
-from . import aliases, health, mailboxes
+from . import aliases, health, mailboxes, messages
 from .base import error_response
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,9 @@ def create_app(rt: Runtime) -> Starlette:
         Route("/v1/mailboxes/{address}", mailboxes.delete_mailbox, methods=["DELETE"]),
         Route("/v1/mailboxes/{address}/password", mailboxes.set_password, methods=["POST"]),
         Route("/v1/mailboxes/{address}/keys", mailboxes.create_key, methods=["POST"]),
+        Route("/v1/mailboxes/{address}/messages", messages.list_messages, methods=["GET"]),
+        Route("/v1/messages/{message_id}", messages.get_message, methods=["GET"]),
+        Route("/v1/messages/{message_id}/raw", messages.get_raw, methods=["GET"]),
         Route("/v1/keys", mailboxes.list_keys, methods=["GET"]),
         Route("/v1/keys/{key_id}", mailboxes.revoke_key, methods=["DELETE"]),
         Route("/v1/aliases", aliases.create_alias, methods=["POST"]),

@@ -81,8 +81,10 @@ class MXHandler:
     async def handle_EHLO(self, server, session: SMTPSessionState, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
         session.host_name = hostname
-        # RFC 2920 PIPELINING and RFC 2034 ENHANCEDSTATUSCODES; aiosmtpd serves both.
-        return responses[:-1] + ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250 HELP"]
+        # No AUTH on the MX port. RFC 2920 PIPELINING and RFC 2034 ENHANCEDSTATUSCODES:
+        # aiosmtpd serves both, it just does not announce them.
+        offered = [line for line in responses[:-1] if not line[4:].upper().startswith("AUTH")]
+        return offered + ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250 HELP"]
 
     async def handle_MAIL(self, server, session, envelope: Envelope, address: str, options: list[str]) -> str:
         if address != "<>":
@@ -105,7 +107,7 @@ class MXHandler:
         except MailError as exc:
             return f"501 5.1.3 Bad recipient address: {exc.message}"
         if not envelope.smtp_utf8 and not address.isascii():
-            return "553 5.6.7 Non-ASCII address needs SMTPUTF8 (RFC 6531 §3.4)"
+            return "553 5.6.7 Non-ASCII address needs SMTPUTF8 (RFC 6531 section 3.4)"
         resolution = await self.rt.adb.read(recipients.resolve, parsed)
         if not resolution.hosted:
             return "554 5.7.1 Relay access denied"
@@ -129,7 +131,7 @@ class MXHandler:
         if b"\0" in raw:
             return "554 5.6.0 NUL characters are not allowed in message data"
         if _BARE_LF.search(raw):
-            return "554 5.6.0 Bare LF is not allowed in message data (RFC 5321 §2.3.8)"
+            return "554 5.6.0 Bare LF is not allowed in message data (RFC 5321 section 2.3.8)"
         queue_id = new_id("msg")[4:]
         session_id.set(queue_id)
         peer_ip = session.peer[0] if session.peer else "0.0.0.0"
@@ -172,7 +174,8 @@ def session_factory(rt: Runtime, handler: Any, limits: Limits):
     def factory() -> Session:
         return Session(handler, limits=limits, hostname=settings.mail_host, ident="openmailserver",
                        data_size_limit=settings.message_size_limit, enable_SMTPUTF8=True,
-                       decode_data=False, tls_context=context, timeout=settings.smtp_idle_timeout)
+                       decode_data=False, tls_context=context, timeout=settings.smtp_idle_timeout,
+                       auth_exclude_mechanism=["LOGIN", "PLAIN"])
 
     return factory
 

@@ -144,7 +144,7 @@ class Session(SMTP):
             self._plain_replies = False
 
     async def _bad_line(self, arg) -> None:
-        await self.push("500 5.5.2 Line must end in CRLF and hold no NUL characters (RFC 5321 §2.3.8)")
+        await self.push("500 5.5.2 Line must end in CRLF and hold no NUL characters (RFC 5321 section 2.3.8)")
 
     async def handle_exception(self, error: Exception) -> str:
         log.exception("SMTP session error from %s", self.session.peer if self.session else "?")

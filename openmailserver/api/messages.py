@@ -1,0 +1,89 @@
+"""Reading mail: `/v1/mailboxes/{address}/messages`, `/v1/messages/{id}`, `/v1/messages/{id}/raw`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .. import mime
+from ..address import parse_mailbox_address
+from ..core import accounts as core
+from ..errors import MailError, not_found
+from ..store import accounts, maildir, messages
+from .base import ok, principal, runtime
+
+MAX_LIMIT = 500
+
+
+def _summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"], "subject": row["subject"], "from": row["from_addr"], "to": row["to_addrs"],
+        "date": row["date_header"], "message_id": row["message_id"], "thread_id": row["thread_id"],
+        "folder": row["folder"], "flags": row["flags"].split(), "size": row["size"],
+        "direction": row["direction"], "created_at": row["created_at"],
+    }
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise MailError("invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}", http_status=422)
+    return int(raw)
+
+
+async def list_messages(request: Request) -> JSONResponse:
+    who = await principal(request, "mail:read")
+    rt = runtime(request)
+    mailbox = await rt.run(core.get_mailbox, rt.db, request.path_params["address"])
+    if not who.is_admin and mailbox["id"] != who.mailbox_id:
+        raise not_found(f"mailbox {mailbox['address']}")
+    params = request.query_params
+    rows = await rt.adb.read(messages.list_messages, mailbox["id"], params.get("folder"), _limit(request),
+                             params.get("before"))
+    items = [_summary(r) for r in rows]
+    if params.get("unread", "").lower() in ("1", "true", "yes"):
+        items = [m for m in items if "\\Seen" not in m["flags"]]
+    return ok(items)
+
+
+async def _visible_message(request: Request) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The message and its mailbox, or 404 when the caller may not see it."""
+    who = await principal(request, "mail:read")
+    rt = runtime(request)
+    row = await rt.adb.read(messages.get_message, request.path_params["message_id"])
+    address = request.query_params.get("address")
+    if address is not None:
+        address = str(parse_mailbox_address(address))  # 422 for `../../x@y` and friends
+    if row is None:
+        raise not_found("message")
+    mailbox = await rt.adb.read(accounts.get_mailbox_by_id, row["mailbox_id"])
+    if (not who.is_admin and row["mailbox_id"] != who.mailbox_id) or (
+            address is not None and mailbox["address"] != address):
+        raise not_found("message")
+    return row, mailbox
+
+
+async def _raw(request: Request, row: dict, mailbox: dict) -> bytes:
+    rt = runtime(request)
+    root = maildir.mailbox_root(rt.settings.mail_root, mailbox["domain"], mailbox["local_part"])
+    path = maildir.folder_dir(root, row["folder"]) / row["filename"]
+    try:
+        return await rt.run(path.read_bytes)
+    except FileNotFoundError:
+        raise not_found("message file") from None
+
+
+async def get_message(request: Request) -> JSONResponse:
+    row, mailbox = await _visible_message(request)
+    raw = await _raw(request, row, mailbox)
+    text, html = await runtime(request).run(mime.bodies, raw)
+    return ok({**_summary(row), "address": mailbox["address"], "body": text if text is not None else (html or ""),
+               "text": text, "html": html, "authentication_results": row["auth_results"],
+               "spf": row["spf"], "dkim": row["dkim"], "dmarc": row["dmarc"]})
+
+
+async def get_raw(request: Request) -> Response:
+    row, mailbox = await _visible_message(request)
+    return Response(await _raw(request, row, mailbox), media_type="message/rfc822")
