@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from .config import Settings
+from .events import Hub
 from .store import AsyncDatabase, Database
 
 T = TypeVar("T")
@@ -21,6 +22,7 @@ class Runtime:
         # fsyncs, password hashing, DKIM/RSA and header parsing run here, off the loop.
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="work")
         self.listeners: dict[str, tuple[str, int]] = {}
+        self.hub = Hub()
         self.started_at = time.time()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

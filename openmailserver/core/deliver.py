@@ -53,7 +53,11 @@ async def deliver(rt: Runtime, deliveries: list[Delivery]) -> list[dict]:
     failure = next((r for r in results if isinstance(r, BaseException)), None)
     if failure is None:
         try:
-            return await rt.adb.write(_index_all, [(d, r) for d, r in zip(deliveries, results)])
+            rows = await rt.adb.write(_index_all, [(d, r) for d, r in zip(deliveries, results)])
+            for row in rows:
+                if "event" in row:
+                    rt.hub.publish(row["event"])
+            return rows
         except sqlite3.OperationalError as exc:
             failure = storage_full() if "full" in str(exc).lower() else exc
         except Exception as exc:  # noqa: BLE001 - cleaned up below, then re-raised

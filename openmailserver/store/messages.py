@@ -143,7 +143,7 @@ def record_message(conn: sqlite3.Connection, *, mailbox_id: str, folder: str, fi
     row = {"id": message_id, "mailbox_id": mailbox_id, "folder": folder, "uid": uid,
            "thread_id": thread_id, "filename": filename, "size": size, "created_at": created}
     if event_type:
-        add_event(conn, event_type, mailbox_id, {
+        row["event"] = add_event(conn, event_type, mailbox_id, {
             "message_id": message_id, "thread_id": thread_id, "folder": folder,
             "rfc822_message_id": meta.get("message_id"), "subject": meta.get("subject", ""),
             "from": meta.get("from", ""), "to": meta.get("to", ""),

@@ -1,0 +1,43 @@
+"""Live fan-out of committed changes to in-process listeners (IMAP IDLE, later WebSocket/SSE).
+
+The durable event log is the `events` table (`store.messages.add_event`),
+written in the same transaction as each change. After the commit, the writer
+publishes the event here so sessions waiting on a mailbox wake at once. This
+hub is memory only: a listener that was not connected reads the log instead.
+Changes that are not logged events (flag updates, expunges made by an IMAP or
+API client) are published with `durable=False` so other sessions see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+QUEUE_LIMIT = 1000
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._subscribers: dict[str | None, set[asyncio.Queue]] = defaultdict(set)
+
+    @contextmanager
+    def subscribe(self, mailbox_id: str | None = None) -> Iterator[asyncio.Queue]:
+        """A queue receiving the events of one mailbox (None: every mailbox)."""
+        queue: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_LIMIT)
+        self._subscribers[mailbox_id].add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers[mailbox_id].discard(queue)
+            if not self._subscribers[mailbox_id]:
+                del self._subscribers[mailbox_id]
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Called on the event loop after the change is committed."""
+        for key in (event.get("mailbox_id"), None):
+            for queue in self._subscribers.get(key, ()):
+                if queue.full():  # a stalled listener loses live events, never blocks others
+                    continue
+                queue.put_nowait(event)
