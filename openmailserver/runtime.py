@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from .config import Settings
+from .core.throttle import AuthThrottle
 from .events import Hub
 from .store import AsyncDatabase, Database
 
@@ -23,6 +24,7 @@ class Runtime:
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="work")
         self.listeners: dict[str, tuple[str, int]] = {}
         self.hub = Hub()
+        self.auth_throttle = AuthThrottle()
         self.started_at = time.time()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
