@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages of the real protocol peers the tests drive.
-TEST_DEBS := swaks
+TEST_DEBS := swaks libnet-ssleay-perl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test debs clean

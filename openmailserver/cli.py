@@ -24,10 +24,12 @@ mailbox_app = typer.Typer(no_args_is_help=True, help="Mailboxes: add, list, dele
 alias_app = typer.Typer(no_args_is_help=True, help="Aliases (source -> local mailboxes).")
 key_app = typer.Typer(no_args_is_help=True, help="HTTP API keys.")
 config_app = typer.Typer(no_args_is_help=True, help="Settings.")
+queue_app = typer.Typer(no_args_is_help=True, help="The outbound queue.")
 app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(alias_app, name="alias")
 app.add_typer(key_app, name="key")
 app.add_typer(config_app, name="config")
+app.add_typer(queue_app, name="queue")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -323,6 +325,76 @@ def key_revoke(key_id: str, config: ConfigOpt = None, dev: DevOpt = False, set_:
     except MailError as exc:
         _fail(exc, as_json)
     _emit({"revoked": key_id}, as_json, f"revoked {key_id}")
+
+
+# ---- queue -----------------------------------------------------------------
+
+@queue_app.command("list")
+def queue_list(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Recipients waiting in (or passed through) the queue, newest first."""
+    from .store import queue
+
+    rows = _db(_settings(config, dev, set_)).read(queue.list_queue)
+    _emit(rows, as_json, _table(["id", "state", "recipient", "attempts", "sender", "last error"],
+                                [[r["id"], r["state"], r["recipient"], r["attempts"], r["sender"] or "<>",
+                                  r["last_error"] or ""] for r in rows]))
+
+
+@queue_app.command("show")
+def queue_show(ident: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+               as_json: JsonOpt = False) -> None:
+    """One queued message: its recipients and every delivery attempt."""
+    from .core import queue as core_queue
+
+    try:
+        data = core_queue.show(_db(_settings(config, dev, set_)), ident)
+    except MailError as exc:
+        _fail(exc, as_json)
+    human = _table(["time", "recipient", "outcome", "mx", "ip", "tls", "reply"],
+                   [[a["attempted_at"], a["recipient"], a["outcome"], a["mx_host"], a["ip"], a["tls"],
+                     f"{a['code']} {a['response']}"] for a in data["attempts"]])
+    human.title = f"{data['id']} ({data['queue_id']}) from <{data['sender']}>: {data['state']}"
+    _emit(data, as_json, human)
+
+
+def _queue_action(action: str, ident: str, config, dev, set_, as_json) -> None:
+    from .core import queue as core_queue
+
+    settings = _settings(config, dev, set_)
+    db = _db(settings)
+    try:
+        data = core_queue.delete(settings, db, ident) if action == "delete" else getattr(core_queue, action)(db, ident)
+    except MailError as exc:
+        _fail(exc, as_json)
+    _emit(data, as_json, f"{action}: {data['id']} is now {data['state']}")
+
+
+@queue_app.command("retry")
+def queue_retry(ident: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+                as_json: JsonOpt = False) -> None:
+    """Attempt delivery now."""
+    _queue_action("retry", ident, config, dev, set_, as_json)
+
+
+@queue_app.command("hold")
+def queue_hold(ident: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+               as_json: JsonOpt = False) -> None:
+    """Stop delivery attempts until released."""
+    _queue_action("hold", ident, config, dev, set_, as_json)
+
+
+@queue_app.command("release")
+def queue_release(ident: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+                  as_json: JsonOpt = False) -> None:
+    """Release a held message for delivery now."""
+    _queue_action("release", ident, config, dev, set_, as_json)
+
+
+@queue_app.command("delete")
+def queue_delete(ident: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+                 as_json: JsonOpt = False) -> None:
+    """Remove a message's undelivered recipients from the queue (no bounce)."""
+    _queue_action("delete", ident, config, dev, set_, as_json)
 
 
 # ---- settings --------------------------------------------------------------

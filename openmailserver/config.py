@@ -75,6 +75,19 @@ class Settings:
     remote_smtp_port: int = field(
         default=25, metadata=_doc("Port outbound delivery connects to on remote MX hosts.", kind="port"))
     relay_host: str = field(default="", metadata=_doc("Optional smarthost `host:port`; all outbound mail goes there."))
+    relay_username: str = field(default="", metadata=_doc("Username for SMTP AUTH at `relay_host` (optional)."))
+    relay_password: str = field(
+        default="", metadata=_doc("Password for SMTP AUTH at `relay_host`.", secret=True))
+    retry_schedule: str = field(
+        default="5m,10m,30m,1h,2h,4h,8h",
+        metadata=_doc("Delays between delivery attempts after the first (s, m, h, d suffixes); "
+                      "the last one repeats until `queue_lifetime`.", kind="durations"))
+    queue_lifetime: int = field(
+        default=5 * 86400, metadata=_doc("How long a message may stay queued before it bounces "
+                                         "(seconds, or with s/m/h/d suffix).", kind="duration"))
+    delivery_concurrency: int = field(default=20, metadata=_doc("Outbound SMTP connections in all."))
+    delivery_concurrency_per_domain: int = field(
+        default=4, metadata=_doc("Outbound SMTP connections to one destination domain."))
     message_size_limit: int = field(
         default=25 * MiB, metadata=_doc("Largest message accepted, in bytes (suffixes K, M, G allowed).", kind="size"))
     max_recipients: int = field(default=100, metadata=_doc("Most recipients accepted in one SMTP transaction."))
@@ -177,6 +190,7 @@ DEV_PROFILE: dict[str, Any] = {
 }
 
 _FIELDS = {f.name: f for f in fields(Settings)}
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$", re.I)
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.I)
 
 
@@ -196,6 +210,23 @@ def _parse_size(name: str, raw: Any) -> int:
     return value
 
 
+def parse_duration(text: str | int) -> int:
+    """`90`, `90s`, `5m`, `2h`, `5d` -> seconds; ValueError otherwise."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    match = _DURATION_RE.match(str(text))
+    if not match:
+        raise ValueError(f"not a duration: {text!r}")
+    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2).lower()]
+
+
+def parse_durations(text: str) -> list[int]:
+    values = [parse_duration(part) for part in str(text).split(",") if part.strip()]
+    if not values:
+        raise ValueError("empty schedule")
+    return values
+
+
 def _coerce(name: str, raw: Any) -> Any:
     """Turn a TOML/env/CLI value into the field's type, naming the setting on error."""
     f = _FIELDS[name]
@@ -203,6 +234,12 @@ def _coerce(name: str, raw: Any) -> Any:
     default = f.default
     if kind == "size":
         return _parse_size(name, raw)
+    if kind in ("duration", "durations"):
+        try:
+            return parse_duration(raw) if kind == "duration" else (parse_durations(raw) and str(raw))
+        except ValueError:
+            raise ConfigError(f"setting {name!r}: expected a duration like 30s, 5m, 2h or 5d, got {raw!r}") \
+                from None
     if isinstance(default, bool):
         if isinstance(raw, bool):
             return raw

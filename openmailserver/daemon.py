@@ -21,6 +21,7 @@ from typing import Awaitable, Callable
 import uvicorn
 
 from .config import Settings
+from .resolver import install as install_resolver
 from .runtime import Runtime
 from .store import Database
 from .store.reconcile import reconcile
@@ -106,8 +107,25 @@ async def _start_api(rt: Runtime, sock: socket.socket) -> Callable[[], Awaitable
 def _starters() -> dict[str, Starter]:
     """The listeners this version implements."""
     from .smtp.inbound import start_mx
+    from .smtp.submission import start_implicit_tls, start_starttls
 
-    return {"api": _start_api, "smtp": start_mx}
+    return {"api": _start_api, "smtp": start_mx, "submission": start_implicit_tls,
+            "submission_starttls": start_starttls}
+
+
+async def _start_queue(rt: Runtime) -> Callable[[], Awaitable[None]]:
+    """The outbound queue runs as a service beside the listeners."""
+    from .delivery.queue import QueueRunner
+
+    runner = QueueRunner(rt)
+    task = asyncio.create_task(runner.run())
+
+    async def stop() -> None:
+        await runner.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    return stop
 
 
 async def _serve(settings: Settings, ready: Callable[[Runtime], None] | None) -> None:
@@ -127,6 +145,7 @@ async def _serve(settings: Settings, ready: Callable[[Runtime], None] | None) ->
     if report.adopted or report.dropped or report.tmp_removed:
         log.info("reconcile: adopted %d, dropped %d, renamed %d, removed %d partial files from tmp/",
                  report.adopted, report.dropped, report.renamed, report.tmp_removed)
+    install_resolver(settings)
     rt = Runtime(settings, db)
     stoppers: list[Callable[[], Awaitable[None]]] = []
     stop_event = asyncio.Event()
@@ -138,6 +157,7 @@ async def _serve(settings: Settings, ready: Callable[[Runtime], None] | None) ->
             stoppers.append(await starters[name](rt, sock))
             rt.listeners[name] = sock.getsockname()[:2]
             log.info("listening: %s on %s:%d", name, *rt.listeners[name])
+        stoppers.insert(0, await _start_queue(rt))
         settings.pid_path.write_text(f"{os.getpid()}\n")
         if ready:
             ready(rt)

@@ -25,6 +25,7 @@ class Runtime:
         self.listeners: dict[str, tuple[str, int]] = {}
         self.hub = Hub()
         self.auth_throttle = AuthThrottle()
+        self.queue_wakeup = asyncio.Event()  # set when new mail is queued
         self.started_at = time.time()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import MailError, storage_full
 from ..runtime import Runtime
@@ -34,17 +34,26 @@ def _folder_path(rt: Runtime, d: Delivery):
     return maildir.folder_dir(root, d.folder)
 
 
-def _index_all(conn: sqlite3.Connection, items: list[tuple[Delivery, str]]) -> list[dict]:
-    return [
+def _index_all(conn: sqlite3.Connection, items: list[tuple[Delivery, str]],
+               also: Callable[[sqlite3.Connection, list[dict]], Any] | None) -> list[dict]:
+    rows = [
         messages.record_message(
             conn, mailbox_id=d.mailbox["id"], folder=d.folder, filename=filename, size=len(d.data),
             meta=d.meta, flags=" ".join(sorted(d.flags)), direction=d.direction, event_type=d.event_type)
         for d, filename in items
     ]
+    if also is not None:
+        also(conn, rows)
+    return rows
 
 
-async def deliver(rt: Runtime, deliveries: list[Delivery]) -> list[dict]:
-    """Store every delivery durably and index them in one transaction; all or nothing."""
+async def deliver(rt: Runtime, deliveries: list[Delivery],
+                  also: Callable[[sqlite3.Connection, list[dict]], Any] | None = None) -> list[dict]:
+    """Store every delivery durably and index them in one transaction; all or nothing.
+
+    `also(conn, rows)` runs in the same transaction after the rows are indexed
+    (the outbound queue entry of a submission, for instance).
+    """
     paths = [_folder_path(rt, d) for d in deliveries]
     results = await asyncio.gather(
         *(rt.run(maildir.write_durably, path, d.data, d.flags or None) for path, d in zip(paths, deliveries)),
@@ -53,7 +62,7 @@ async def deliver(rt: Runtime, deliveries: list[Delivery]) -> list[dict]:
     failure = next((r for r in results if isinstance(r, BaseException)), None)
     if failure is None:
         try:
-            rows = await rt.adb.write(_index_all, [(d, r) for d, r in zip(deliveries, results)])
+            rows = await rt.adb.write(_index_all, [(d, r) for d, r in zip(deliveries, results)], also)
             for row in rows:
                 if "event" in row:
                     rt.hub.publish(row["event"])

@@ -18,12 +18,12 @@ from aiosmtpd.smtp import Envelope
 from aiosmtpd.smtp import Session as SMTPSessionState
 
 from .. import mime
+from ..mime.compose import trace_header
 from ..address import parse_address
 from ..core import recipients
 from ..core.deliver import Delivery, deliver
 from ..errors import MailError
 from ..logs import session_id
-from ..resolver import install as install_resolver
 from ..runtime import Runtime
 from ..tls import server_context
 from ..util import new_id
@@ -32,22 +32,7 @@ from .session import Limits, Session
 
 log = logging.getLogger(__name__)
 
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 _SIZE_PARAM = re.compile(r"^SIZE=(\d+)$", re.I)
-
-
-def _fold(name: str, value: str) -> bytes:
-    """A header field, folded at spaces to stay near 78 columns (RFC 5322 §2.2.3)."""
-    words = value.split(" ")
-    lines, current = [], f"{name}:"
-    for word in words:
-        if len(current) + 1 + len(word) > 76 and current.strip() != f"{name}:":
-            lines.append(current)
-            current = "\t" + word
-        else:
-            current += " " + word
-    lines.append(current)
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
 def strip_our_auth_results(raw: bytes, authserv_id: str) -> bytes:
@@ -128,10 +113,9 @@ class MXHandler:
 
     async def handle_DATA(self, server: Session, session, envelope: Envelope) -> str:
         raw: bytes = envelope.original_content or b""
-        if b"\0" in raw:
-            return "554 5.6.0 NUL characters are not allowed in message data"
-        if _BARE_LF.search(raw):
-            return "554 5.6.0 Bare LF is not allowed in message data (RFC 5321 section 2.3.8)"
+        problem = server.data_problem(raw)
+        if problem:
+            return problem
         queue_id = new_id("msg")[4:]
         session_id.set(queue_id)
         peer_ip = session.peer[0] if session.peer else "0.0.0.0"
@@ -147,14 +131,14 @@ class MXHandler:
         meta.update(spf=results.spf, dkim=results.dkim, dmarc=results.dmarc,
                     authentication_results=results.header_value, envelope_from=envelope.mail_from)
         tls = session.ssl.get("ssl_object").version() if session.ssl and session.ssl.get("ssl_object") else None
-        received = _fold("Received", (
+        received = trace_header("Received", (
             f"from {helo} ([{peer_ip}]) by {host} (openmailserver) with "
             f"{'ESMTPS' if tls else 'ESMTP'}{f' ({tls})' if tls else ''} id {queue_id}"
             f"{{for}}; {email.utils.format_datetime(email.utils.localtime())}"))
-        trace_common = _fold("Authentication-Results", results.header_value)
+        trace_common = trace_header("Authentication-Results", results.header_value)
         deliveries = []
         for mailbox, rcpt, subaddress in envelope.targets.values():
-            head = (_fold("Return-Path", f"<{envelope.mail_from}>") + _fold("Delivered-To", rcpt)
+            head = (trace_header("Return-Path", f"<{envelope.mail_from}>") + trace_header("Delivered-To", rcpt)
                     + received.replace(b"{for}", f" for <{rcpt}>".encode("utf-8")) + trace_common)
             deliveries.append(Delivery(mailbox=mailbox, data=head + raw,
                                        meta={**meta, "subaddress": subaddress}))
@@ -181,7 +165,6 @@ def session_factory(rt: Runtime, handler: Any, limits: Limits):
 
 
 async def start_mx(rt: Runtime, sock: socket.socket):
-    install_resolver(rt.settings)
     limits = Limits(rt.settings.smtp_max_connections, rt.settings.smtp_max_connections_per_ip)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(session_factory(rt, MXHandler(rt), limits), sock=sock)

@@ -21,6 +21,7 @@ from aiosmtpd.smtp import SMTP
 log = logging.getLogger(__name__)
 
 BAD_LINE = "X-OMS-BAD-LINE"
+BARE_LF = re.compile(rb"(?<!\r)\n")  # a line feed without its carriage return
 _ENHANCED = re.compile(r"^\d{3}[ -]\d\.\d{1,3}\.\d{1,3}(\s|$)")
 # Default enhanced codes for replies aiosmtpd writes without one.
 _DEFAULT_ENHANCED = {
@@ -79,8 +80,10 @@ class _LineGuard:
 class Session(SMTP):
     """One SMTP connection. `limits` is the listener's shared connection counter."""
 
-    def __init__(self, handler, *, limits: Limits, **kwargs) -> None:
+    def __init__(self, handler, *, limits: Limits, implicit_tls: bool = False, **kwargs) -> None:
         super().__init__(handler, **kwargs)
+        if implicit_tls:  # the whole connection is TLS (RFC 8314), so AUTH may be offered at once
+            self._auth_require_tls = False
         self._limits = limits
         self._admitted_ip: str | None = None
         self._refused = False
@@ -142,6 +145,14 @@ class Session(SMTP):
             await super().smtp_HELO(hostname)
         finally:
             self._plain_replies = False
+
+    def data_problem(self, raw: bytes) -> str | None:
+        """The 554 reply for message data we never accept, else None."""
+        if b"\0" in raw:
+            return "554 5.6.0 NUL characters are not allowed in message data"
+        if BARE_LF.search(raw):
+            return "554 5.6.0 Bare LF is not allowed in message data (RFC 5321 section 2.3.8)"
+        return None
 
     async def _bad_line(self, arg) -> None:
         await self.push("500 5.5.2 Line must end in CRLF and hold no NUL characters (RFC 5321 section 2.3.8)")

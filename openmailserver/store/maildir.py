@@ -95,8 +95,13 @@ def write_durably(folder_path: Path, data: bytes, flags: set[str] | None = None)
     its info suffix (as an APPEND with flags or a Sent copy).
     """
     name = unique_name(len(data))
-    tmp_path = folder_path / "tmp" / name
     target = f"cur/{name}{info_suffix(flags)}" if flags else f"new/{name}"
+    write_file_durably(folder_path / "tmp" / name, folder_path / target, data)
+    return target
+
+
+def write_file_durably(tmp_path: Path, final_path: Path, data: bytes) -> None:
+    """Write `tmp_path`, fsync it, rename it to `final_path`, fsync that directory."""
     try:
         fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -107,8 +112,8 @@ def write_durably(folder_path: Path, data: bytes, flags: set[str] | None = None)
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp_path, folder_path / target)
-        _fsync_dir(folder_path / target.split("/", 1)[0])
+        os.rename(tmp_path, final_path)
+        _fsync_dir(final_path.parent)
     except OSError as exc:
         try:
             tmp_path.unlink()
@@ -117,7 +122,6 @@ def write_durably(folder_path: Path, data: bytes, flags: set[str] | None = None)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise storage_full() from exc
         raise
-    return target
 
 
 def remove_file(folder_path: Path, filename: str) -> None:

@@ -106,4 +106,54 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_mailbox ON events (mailbox_id, seq)
     """,
+    # 2: the outbound queue: one `outbound` row per submitted message, one `queue`
+    # row per remote recipient, and every delivery attempt.
+    """
+    CREATE TABLE outbound (
+        id TEXT PRIMARY KEY,
+        queue_id TEXT NOT NULL UNIQUE,
+        mailbox_id TEXT REFERENCES mailboxes(id) ON DELETE SET NULL,
+        sender TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        message_id TEXT,
+        subject TEXT NOT NULL DEFAULT '',
+        thread_id TEXT,
+        spool TEXT,
+        size INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        error TEXT,
+        sent_copy_id TEXT,
+        created_at TEXT NOT NULL,
+        sent_at TEXT
+    );
+    CREATE INDEX outbound_mailbox ON outbound (mailbox_id, created_at);
+    CREATE TABLE queue (
+        id TEXT PRIMARY KEY,
+        outbound_id TEXT NOT NULL REFERENCES outbound(id) ON DELETE CASCADE,
+        recipient TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        last_code INTEGER,
+        last_error TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX queue_due ON queue (state, next_attempt_at);
+    CREATE INDEX queue_outbound ON queue (outbound_id);
+    CREATE TABLE delivery_attempts (
+        id INTEGER PRIMARY KEY,
+        queue_row_id TEXT NOT NULL REFERENCES queue(id) ON DELETE CASCADE,
+        outbound_id TEXT NOT NULL,
+        attempted_at TEXT NOT NULL,
+        mx_host TEXT,
+        ip TEXT,
+        tls TEXT,
+        code INTEGER,
+        response TEXT,
+        outcome TEXT NOT NULL
+    );
+    CREATE INDEX attempts_outbound ON delivery_attempts (outbound_id, id)
+    """,
 ]

@@ -1,0 +1,180 @@
+"""`submit()`: how mail leaves, for SMTP submission and the HTTP API alike (DESIGN §4).
+
+Sender authorisation, the hourly rate limit, Message-ID/Date, the DKIM
+signature, a copy in the sender's Sent folder, immediate local delivery and a
+durable queue entry for remote recipients — all committed in one transaction
+before the caller acknowledges.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .. import mime
+from ..address import Address, parse_address
+from ..delivery import dkim
+from ..errors import MailError
+from ..mime.compose import ensure_id_and_date, trace_header
+from ..runtime import Runtime
+from ..store import accounts, messages, queue, spool
+from ..util import iso, new_id
+from . import recipients
+from .deliver import Delivery, deliver
+
+
+@dataclass
+class Submitted:
+    outbound: dict[str, Any]
+    sent_copy: dict[str, Any]
+    local: int
+    remote: int
+
+
+def sender_denied(address: str) -> MailError:
+    return MailError("sender_not_allowed", f"you may not send as {address}", http_status=403,
+                     smtp=(553, "5.7.1"), fix="send as the mailbox's own address or an alias that delivers to it")
+
+
+def allowed_senders(conn: sqlite3.Connection, mailbox: dict[str, Any]) -> set[str]:
+    """The mailbox's address and every (non catch-all) alias that delivers to it."""
+    allowed = {mailbox["address"]}
+    for alias in accounts.list_aliases(conn):
+        if alias["source"].startswith("@"):
+            continue
+        targets = recipients.resolve(conn, parse_address(alias["source"])).mailboxes
+        if any(t["id"] == mailbox["id"] for t in targets):
+            allowed.add(alias["source"])
+    return allowed
+
+
+def _normalised(address: str) -> str:
+    parsed = parse_address(address)
+    return f"{parsed.local.lower()}@{parsed.domain}"
+
+
+def check_sender(allowed: set[str], address: str) -> None:
+    try:
+        normalised = _normalised(address)
+    except MailError:
+        raise sender_denied(address) from None
+    if normalised not in allowed:
+        raise sender_denied(address)
+
+
+def check_from_header(allowed: set[str], raw: bytes) -> list[str]:
+    """Every address in From: must be ours to use (RFC 6409 §8.1 lets us enforce it)."""
+    values = mime.parse_headers(raw).get_all("From") or []
+    addresses = [addr for _, addr in email.utils.getaddresses(values) if addr]
+    if not addresses:
+        raise MailError("missing_from", "the message has no From: header", http_status=422, smtp=(550, "5.6.0"))
+    for address in addresses:
+        check_sender(allowed, address)
+    return addresses
+
+
+def check_rate(conn: sqlite3.Connection, mailbox_id: str, limit: int) -> None:
+    now = datetime.now(timezone.utc)
+    count, oldest = queue.sends_since(conn, mailbox_id, iso(now - timedelta(hours=1)))
+    if count >= limit:
+        oldest_at = datetime.fromisoformat(oldest.replace("Z", "+00:00")) if oldest else now
+        retry = max(1, int((oldest_at + timedelta(hours=1) - now).total_seconds()) + 1)
+        raise MailError("rate_limited", f"this mailbox may send {limit} messages per hour",
+                        http_status=429, smtp=(450, "4.7.1"), retry_after=retry,
+                        fix=f"retry in {retry} seconds")
+
+
+def _authorise(conn: sqlite3.Connection, mailbox: dict, envelope_from: str, raw: bytes, limit: int) -> None:
+    allowed = allowed_senders(conn, mailbox)
+    check_sender(allowed, envelope_from)
+    check_from_header(allowed, raw)
+    check_rate(conn, mailbox["id"], limit)
+
+
+def _resolve_all(conn: sqlite3.Connection, addresses: list[Address]) -> list[recipients.Resolution]:
+    return [recipients.resolve(conn, address) for address in addresses]
+
+
+def _sign(rt: Runtime, raw: bytes) -> bytes:
+    """DKIM-sign with the key of the From domain when we host it."""
+    values = mime.parse_headers(raw).get_all("From") or []
+    addresses = [addr for _, addr in email.utils.getaddresses(values) if "@" in addr]
+    if not addresses:
+        return raw
+    domain = rt.db.read(accounts.get_domain, parse_address(addresses[0]).domain)
+    if domain is None:
+        return raw
+    return dkim.sign(raw, domain["name"], domain["dkim_selector"], domain["dkim_private_key"]) + raw
+
+
+async def submit(rt: Runtime, *, mailbox: dict[str, Any], envelope_from: str, to: list[str], raw: bytes,
+                 client: str) -> Submitted:
+    """Send `raw` from `mailbox` to `to`. `client` describes the origin for the Received header."""
+    settings = rt.settings
+    parsed = [parse_address(r) for r in to]
+    if not parsed:
+        raise MailError("no_recipients", "at least one recipient is required", http_status=422,
+                        smtp=(554, "5.5.1"))
+    await rt.adb.read(_authorise, mailbox, envelope_from, raw, settings.max_sends_per_hour)
+    raw = ensure_id_and_date(raw, settings.mail_host)
+    signed = await rt.run(_sign, rt, raw)
+    meta = await rt.run(mime.index_meta, signed)
+    resolutions = await rt.adb.read(_resolve_all, parsed)
+    local: dict[str, tuple[dict, str]] = {}
+    remote: list[str] = []
+    for address, resolution in zip(parsed, resolutions):
+        text = f"{address.local}@{address.domain}"
+        if not resolution.hosted:
+            remote.append(text)
+        elif not resolution.mailboxes:
+            raise MailError("unknown_recipient", f"{text}: no such mailbox here", http_status=422,
+                            smtp=(550, "5.1.1"))
+        else:
+            for target in resolution.mailboxes:
+                local.setdefault(target["id"], (target, text))
+    queue_id = secrets.token_hex(6).upper()
+    received = trace_header("Received", f"from {client} by {settings.mail_host} (openmailserver) with "
+                            f"{'ESMTPSA' if client.startswith('smtp') else 'HTTPS'} id {queue_id}; "
+                            f"{email.utils.format_datetime(email.utils.localtime())}")
+    message = received + signed
+    outbound_meta = {**meta, "envelope_from": envelope_from}
+    deliveries = [Delivery(mailbox=mailbox, data=message, meta=outbound_meta, folder="Sent", flags={"\\Seen"},
+                           direction="outbound", event_type=None)]
+    for target, rcpt in local.values():
+        head = trace_header("Return-Path", f"<{envelope_from}>") + trace_header("Delivered-To", rcpt)
+        deliveries.append(Delivery(mailbox=target, data=head + message, meta=outbound_meta))
+    outbound_id = new_id("out")
+    spool_path = await rt.run(spool.write, settings.data_dir, outbound_id, message) if remote else None
+    now = time.time()
+    published: list[dict] = []
+
+    def enqueue(conn: sqlite3.Connection, rows: list[dict]) -> None:
+        sent_copy = rows[0]
+        row = queue.insert_outbound(
+            conn, outbound_id=outbound_id, queue_id=queue_id, mailbox_id=mailbox["id"], sender=envelope_from,
+            recipients=[f"{a.local}@{a.domain}" for a in parsed], message_id=meta.get("message_id"),
+            subject=meta.get("subject", ""), thread_id=sent_copy["thread_id"], spool=spool_path,
+            size=len(message), sent_copy_id=sent_copy["id"], remote=remote, now=now,
+            expires_at=now + settings.queue_lifetime)
+        published.append(messages.add_event(conn, "message.sent", mailbox["id"], {
+            "outbound_id": row["id"], "message_id": sent_copy["id"], "thread_id": sent_copy["thread_id"],
+            "rfc822_message_id": meta.get("message_id"), "recipients": row["recipients"],
+            "subject": meta.get("subject", ""), "state": row["state"]}))
+
+    try:
+        rows = await deliver(rt, deliveries, also=enqueue)
+    except BaseException:
+        if spool_path:
+            await rt.run(spool.remove, settings.data_dir, spool_path)
+        raise
+    for event in published:
+        rt.hub.publish(event)
+    outbound = await rt.adb.read(queue.get_outbound, outbound_id)
+    if remote:
+        rt.queue_wakeup.set()
+    return Submitted(outbound=outbound, sent_copy=rows[0], local=len(local), remote=len(remote))

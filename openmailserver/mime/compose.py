@@ -1,0 +1,104 @@
+"""Composing outgoing mail: missing Message-ID/Date, and RFC 3464 delivery status notifications."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+from email.utils import format_datetime
+
+from . import header_block, parse_headers
+
+
+def new_message_id(hostname: str) -> str:
+    return f"<{secrets.token_hex(12)}@{hostname}>"
+
+
+def ensure_id_and_date(raw: bytes, hostname: str) -> bytes:
+    """Add `Message-ID` and `Date` when absent (RFC 5322 §3.6; RFC 6409 §8.3 lets submission do it)."""
+    headers = parse_headers(raw)
+    added = b""
+    if headers.get("Message-ID") is None:
+        added += f"Message-ID: {new_message_id(hostname)}\r\n".encode("ascii")
+    if headers.get("Date") is None:
+        added += f"Date: {format_datetime(datetime.now(timezone.utc))}\r\n".encode("ascii")
+    return added + raw
+
+
+def trace_header(name: str, value: str) -> bytes:
+    """A header field folded near 78 columns (RFC 5322 §2.2.3)."""
+    lines, current = [], f"{name}:"
+    for word in value.split(" "):
+        if len(current) + 1 + len(word) > 76 and current != f"{name}:":
+            lines.append(current)
+            current = "\t" + word
+        else:
+            current += " " + word
+    lines.append(current)
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def delivery_status_notification(*, reporting_mta: str, sender: str, original: bytes,
+                                 failures: list[dict], arrival: datetime) -> bytes:
+    """An RFC 3464 `multipart/report` telling `sender` which recipients failed and why.
+
+    Each failure: recipient, status (x.y.z), diagnostic (the remote reply or our reason),
+    remote_mta (or None).
+    """
+    boundary = f"oms-{secrets.token_hex(8)}"
+    now = datetime.now(timezone.utc)
+    original_headers = parse_headers(original)
+    subject = original_headers.get("Subject", "(no subject)")
+    human = [
+        "This is the mail system at host %s." % reporting_mta,
+        "",
+        "Your message could not be delivered to one or more recipients.",
+        "It is attached below.",
+        "",
+    ]
+    for failure in failures:
+        human.append(f"<{failure['recipient']}>: {failure['diagnostic']}")
+    per_recipient = []
+    for failure in failures:
+        block = [
+            f"Final-Recipient: rfc822; {failure['recipient']}",
+            "Action: failed",
+            f"Status: {failure['status']}",
+        ]
+        if failure.get("remote_mta"):
+            block.append(f"Remote-MTA: dns; {failure['remote_mta']}")
+        block.append(f"Diagnostic-Code: smtp; {failure['diagnostic']}")
+        per_recipient.append("\r\n".join(block))
+    status_part = "\r\n".join([
+        f"Reporting-MTA: dns; {reporting_mta}",
+        f"Arrival-Date: {format_datetime(arrival)}",
+    ]) + "\r\n\r\n" + "\r\n\r\n".join(per_recipient) + "\r\n"
+    parts = [
+        f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
+        f"To: <{sender}>",
+        "Subject: Undelivered Mail Returned to Sender",
+        f"Date: {format_datetime(now)}",
+        f"Message-ID: {new_message_id(reporting_mta)}",
+        "Auto-Submitted: auto-replied",  # RFC 3834 §5: never answer this automatically
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+        "",
+        "This is a MIME-encapsulated delivery status notification.",
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Description: Notification",
+        "",
+        "\r\n".join(human),
+        "",
+        f"--{boundary}",
+        "Content-Type: message/delivery-status",
+        "Content-Description: Delivery report",
+        "",
+        status_part,
+        f"--{boundary}",
+        "Content-Type: text/rfc822-headers",
+        f"Content-Description: Undelivered message headers ({subject})",
+        "",
+    ]
+    head = "\r\n".join(parts).encode("utf-8") + b"\r\n"
+    return head + header_block(original).rstrip(b"\r\n") + f"\r\n\r\n--{boundary}--\r\n".encode("ascii")
