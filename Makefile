@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages of the real protocol peers the tests drive.
 TEST_DEBS := swaks libnet-ssleay-perl
+# Debian packages of the anchors `make bench` compares against (private instances under /tmp).
+BENCH_DEBS := postfix
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test debs clean
@@ -36,3 +38,9 @@ test: $(VENV)/.test-deps debs
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
+
+# Benchmarks against Postfix & co.; not part of `make test`. BENCH_ARGS e.g. "--reps 5 --profile".
+.PHONY: bench
+bench: | $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
+	$(BIN)/python -m bench.run --debs "$(BENCH_DEBS)" $(BENCH_ARGS)

@@ -26,6 +26,7 @@ class Runtime:
         self.hub = Hub()
         self.auth_throttle = AuthThrottle()
         self.queue_wakeup = asyncio.Event()  # set when new mail is queued
+        self.idempotency_in_flight: set[tuple[str, str]] = set()
         self.started_at = time.time()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

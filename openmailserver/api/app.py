@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from ..errors import MailError
 from ..runtime import Runtime
-from . import aliases, health, mailboxes, messages
+from . import aliases, health, mailboxes, messages, outbound, send
 from .base import error_response
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,12 @@ def create_app(rt: Runtime) -> Starlette:
         Route("/v1/messages/{message_id}/raw", messages.get_raw, methods=["GET"]),
         Route("/v1/keys", mailboxes.list_keys, methods=["GET"]),
         Route("/v1/keys/{key_id}", mailboxes.revoke_key, methods=["DELETE"]),
+        Route("/v1/mail/send", send.send, methods=["POST"]),
+        Route("/v1/outbound", outbound.list_outbound, methods=["GET"]),
+        Route("/v1/outbound/{outbound_id}", outbound.get_outbound, methods=["GET"]),
+        Route("/v1/queue", outbound.list_queue, methods=["GET"]),
+        Route("/v1/queue/{queue_id}/{action}", outbound.queue_action, methods=["POST"]),
+        Route("/v1/queue/{queue_id}", outbound.queue_action, methods=["DELETE"]),
         Route("/v1/aliases", aliases.create_alias, methods=["POST"]),
         Route("/v1/aliases", aliases.list_aliases, methods=["GET"]),
         Route("/v1/aliases/{source}", aliases.delete_alias, methods=["DELETE"]),

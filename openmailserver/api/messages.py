@@ -40,8 +40,9 @@ async def list_messages(request: Request) -> JSONResponse:
     if not who.is_admin and mailbox["id"] != who.mailbox_id:
         raise not_found(f"mailbox {mailbox['address']}")
     params = request.query_params
-    rows = await rt.adb.read(messages.list_messages, mailbox["id"], params.get("folder"), _limit(request),
-                             params.get("before"))
+    folder = params.get("folder", "INBOX")  # `all` lists every folder
+    rows = await rt.adb.read(messages.list_messages, mailbox["id"], None if folder == "all" else folder,
+                             _limit(request), params.get("before"))
     items = [_summary(r) for r in rows]
     if params.get("unread", "").lower() in ("1", "true", "yes"):
         items = [m for m in items if "\\Seen" not in m["flags"]]

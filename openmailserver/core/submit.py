@@ -14,7 +14,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 from .. import mime
 from ..address import Address, parse_address
@@ -113,8 +113,12 @@ def _sign(rt: Runtime, raw: bytes) -> bytes:
 
 
 async def submit(rt: Runtime, *, mailbox: dict[str, Any], envelope_from: str, to: list[str], raw: bytes,
-                 client: str) -> Submitted:
-    """Send `raw` from `mailbox` to `to`. `client` describes the origin for the Received header."""
+                 client: str, record: Callable[[sqlite3.Connection, dict], None] | None = None) -> Submitted:
+    """Send `raw` from `mailbox` to `to`. `client` describes the origin for the Received header.
+
+    `record(conn, outbound_row)` runs in the transaction that commits the send
+    (the API stores its idempotency record there, so both happen or neither).
+    """
     settings = rt.settings
     parsed = [parse_address(r) for r in to]
     if not parsed:
@@ -165,6 +169,8 @@ async def submit(rt: Runtime, *, mailbox: dict[str, Any], envelope_from: str, to
             "outbound_id": row["id"], "message_id": sent_copy["id"], "thread_id": sent_copy["thread_id"],
             "rfc822_message_id": meta.get("message_id"), "recipients": row["recipients"],
             "subject": meta.get("subject", ""), "state": row["state"]}))
+        if record is not None:
+            record(conn, row)
 
     try:
         rows = await deliver(rt, deliveries, also=enqueue)

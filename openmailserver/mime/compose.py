@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timezone
+from email.headerregistry import Address as HeaderAddress
+from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import format_datetime
 
 from . import header_block, parse_headers
@@ -102,3 +105,39 @@ def delivery_status_notification(*, reporting_mta: str, sender: str, original: b
     ]
     head = "\r\n".join(parts).encode("utf-8") + b"\r\n"
     return head + header_block(original).rstrip(b"\r\n") + f"\r\n\r\n--{boundary}--\r\n".encode("ascii")
+
+
+def compose(*, sender: str, to: list[str], cc: list[str], subject: str, text: str | None, html: str | None,
+            reply_to: list[str] | None = None, headers: dict[str, str] | None = None,
+            attachments: list[dict] | None = None, sender_name: str = "",
+            in_reply_to: str | None = None, references: list[str] | None = None) -> bytes:
+    """A new RFC 5322 message: text and/or HTML alternatives plus attachments.
+
+    Attachments are dicts with filename, content_type and content (bytes).
+    Header values are checked for CR/LF by the email package (no header injection).
+    """
+    message = EmailMessage(policy=SMTP)
+    message["From"] = HeaderAddress(display_name=sender_name, addr_spec=sender) if sender_name else sender
+    message["To"] = ", ".join(to)
+    if cc:
+        message["Cc"] = ", ".join(cc)
+    if reply_to:
+        message["Reply-To"] = ", ".join(reply_to)
+    message["Subject"] = subject
+    if in_reply_to:
+        message["In-Reply-To"] = f"<{in_reply_to}>"
+    if references:
+        message["References"] = " ".join(f"<{r}>" for r in references)
+    for name, value in (headers or {}).items():
+        message[name] = value
+    if text is not None or html is None:
+        message.set_content(text or "")
+        if html is not None:
+            message.add_alternative(html, subtype="html")
+    else:
+        message.set_content(html, subtype="html")
+    for attachment in attachments or []:
+        maintype, _, subtype = attachment["content_type"].partition("/")
+        message.add_attachment(attachment["content"], maintype=maintype, subtype=subtype or "octet-stream",
+                               filename=attachment["filename"])
+    return message.as_bytes()

@@ -156,4 +156,39 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX attempts_outbound ON delivery_attempts (outbound_id, id)
     """,
+    # 3: idempotency records of sending requests, written in the same transaction as the send.
+    """
+    CREATE TABLE idempotency (
+        owner TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        response TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (owner, key)
+    );
+    CREATE INDEX idempotency_age ON idempotency (created_at)
+    """,
+    # 4: IMAP state. `first_recent_uid`: messages from this UID on are \Recent for the
+    # next session that selects the folder (RFC 3501 §2.3.2); `keywords`: the keywords
+    # defined in the folder (FLAGS response); `subscriptions`: subscribed names that
+    # are not (or no longer) folders (RFC 3501 §6.3.6); `message_cache`: ENVELOPE,
+    # BODYSTRUCTURE and header data computed once per message.
+    """
+    ALTER TABLE folders ADD COLUMN first_recent_uid INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE folders ADD COLUMN keywords TEXT NOT NULL DEFAULT '';
+    CREATE TABLE subscriptions (
+        mailbox_id TEXT NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        PRIMARY KEY (mailbox_id, name)
+    );
+    CREATE INDEX messages_folder_modseq ON messages (folder_id, modseq);
+    CREATE TABLE message_cache (
+        message_id TEXT PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        header BLOB,
+        envelope BLOB,
+        body BLOB,
+        bodystructure BLOB
+    )
+    """,
 ]
