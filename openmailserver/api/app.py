@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from ..errors import MailError
 from ..runtime import Runtime
-from . import aliases, health, mailboxes, messages, outbound, send
+from . import aliases, debug, health, mailboxes, messages, outbound, send
 from .base import error_response
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,11 @@ def create_app(rt: Runtime) -> Starlette:
         Route("/v1/queue", outbound.list_queue, methods=["GET"]),
         Route("/v1/queue/{queue_id}/{action}", outbound.queue_action, methods=["POST"]),
         Route("/v1/queue/{queue_id}", outbound.queue_action, methods=["DELETE"]),
+        Route("/v1/debug/health", debug.debug_health, methods=["GET"]),
+        Route("/v1/debug/config", debug.debug_config, methods=["GET"]),
+        Route("/v1/debug/messages/{message_id}/trace", debug.trace, methods=["GET"]),
+        Route("/v1/debug/deliverability/report", debug.deliverability, methods=["GET"]),
+        Route("/v1/debug/logs", debug.logs, methods=["GET"]),
         Route("/v1/aliases", aliases.create_alias, methods=["POST"]),
         Route("/v1/aliases", aliases.list_aliases, methods=["GET"]),
         Route("/v1/aliases/{source}", aliases.delete_alias, methods=["DELETE"]),

@@ -48,8 +48,8 @@ async def _check_listener(host: str, port: int) -> dict[str, Any]:
     return {"status": "ok", "address": f"{host}:{port}"}
 
 
-async def health(request: Request) -> JSONResponse:
-    rt = runtime(request)
+async def collect_checks(rt) -> tuple[dict[str, Any], bool]:
+    """The database, disk and listener checks, and whether any failed."""
     names = list(rt.listeners)
     database, *listener_checks = await asyncio.gather(
         _check_database(rt), *(_check_listener(*rt.listeners[n]) for n in names))
@@ -60,6 +60,12 @@ async def health(request: Request) -> JSONResponse:
     }
     failed = database["status"] != "ok" or checks["disk"]["status"] != "ok" or any(
         c["status"] != "ok" for c in listener_checks)
+    return checks, failed
+
+
+async def health(request: Request) -> JSONResponse:
+    rt = runtime(request)
+    checks, failed = await collect_checks(rt)
     body = {"status": "fail" if failed else "ok", "version": __version__,
             "uptime_seconds": round(time.time() - rt.started_at, 1), **checks}
     return JSONResponse(body, status_code=503 if failed else 200)

@@ -208,3 +208,17 @@ def test_failed_logins_are_throttled(pair):
             code, _ = client.docmd("AUTH", "PLAIN " + base64.b64encode(b"\0alice@a.test\0nope-nope").decode())
             replies.append(code)
     assert replies[:10] == [535] * 10 and set(replies[10:]) == {421}
+
+
+def test_relay_host_smarthost_mode(make_daemon, dns_server):
+    """With relay_host set, everything goes to the smarthost whatever the MX records say."""
+    b = make_daemon("b", dns_nameservers=[dns_server.address])
+    b.create_mailbox("bob")
+    a = make_daemon("a", dns_nameservers=[dns_server.address], relay_host=f"127.0.0.1:{b.smtp_port}",
+                    remote_smtp_port=1)  # the MX route would fail: there is no MX and port 1 is closed
+    a.create_mailbox("alice", password=PASSWORD)
+    assert "250 2.0.0" in submit_465(a, "bob@b.test", "via the smarthost").stdout
+    [received] = wait_for(lambda: b.messages_on_disk("bob@b.test"))
+    assert message_from_bytes(received)["Subject"] == "via the smarthost"
+    [row] = queue_json(a, "list")
+    assert row["state"] == "delivered"

@@ -1,0 +1,140 @@
+"""The DNS records a domain needs, and live checks of what is published.
+
+Used by the deliverability report (API), later by domain verification and
+`doctor`. Blocking (dnspython's default resolver, i.e. `dns_nameservers`);
+run it in an executor.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import dns.exception
+import dns.resolver
+import dns.reversename
+import spf
+
+from .config import Settings
+from .delivery.dkim import public_key_record
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # pass | warn | fail
+    detail: str
+    record: dict[str, str] | None = None  # what to publish: type, name, value
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _txt(name: str) -> list[str]:
+    try:
+        return [b"".join(r.strings).decode("utf-8", "replace") for r in dns.resolver.resolve(name, "TXT")]
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+
+
+def _addresses(name: str) -> list[str]:
+    found = []
+    for rtype in ("A", "AAAA"):
+        try:
+            found += [r.address for r in dns.resolver.resolve(name, rtype)]
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            pass
+    return found
+
+
+def _same_key(published: str, expected: str) -> bool:
+    def key_of(record: str) -> str:
+        tags = dict(part.strip().split("=", 1) for part in record.split(";") if "=" in part)
+        return "".join(tags.get("p", "").split())
+
+    return key_of(published) == key_of(expected) and key_of(expected) != ""
+
+
+def plan(settings: Settings, domain: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The records to publish for `domain` (a domains row)."""
+    name, host = domain["name"], settings.mail_host
+    return {
+        "mx": {"type": "MX", "name": name, "value": f"10 {host}."},
+        "spf": {"type": "TXT", "name": name, "value": "v=spf1 mx -all"},
+        "dkim": {"type": "TXT", "name": f"{domain['dkim_selector']}._domainkey.{name}",
+                 "value": public_key_record(domain["dkim_private_key"])},
+        "dmarc": {"type": "TXT", "name": f"_dmarc.{name}", "value": f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{name}"},
+        "host": {"type": "A", "name": host, "value": "<public IPv4 of this server>"},
+    }
+
+
+def check_domain(settings: Settings, domain: dict[str, Any]) -> list[Check]:
+    """Live checks of every record in `plan`, each with the record to publish when it fails."""
+    name, host = domain["name"], settings.mail_host.rstrip(".").lower()
+    records = plan(settings, domain)
+    checks: list[Check] = []
+    try:
+        mx_hosts = sorted((r.preference, r.exchange.to_text(omit_final_dot=True).lower())
+                          for r in dns.resolver.resolve(name, "MX"))
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        mx_hosts = []
+    except dns.exception.DNSException as exc:
+        return [Check("dns", "fail", f"the resolver did not answer: {exc}")]
+    if any(h == host for _, h in mx_hosts):
+        checks.append(Check("mx", "pass", f"MX points at {host}"))
+    else:
+        found = ", ".join(h for _, h in mx_hosts) or "no MX record"
+        checks.append(Check("mx", "fail", f"MX of {name} should be {host}; found {found}", records["mx"]))
+    ips = _addresses(host)
+    checks.append(Check("host", "pass", f"{host} resolves to {', '.join(ips)}") if ips else
+                  Check("host", "fail", f"{host} has no A/AAAA record", records["host"]))
+    for ip in ips:
+        try:
+            ptr = [r.target.to_text(omit_final_dot=True).lower()
+                   for r in dns.resolver.resolve(dns.reversename.from_address(ip), "PTR")]
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            ptr = []
+        public = ipaddress.ip_address(ip).is_global
+        if host in ptr:
+            checks.append(Check("ptr", "pass", f"PTR of {ip} is {host}"))
+        else:
+            checks.append(Check("ptr", "fail" if public else "warn",
+                                f"PTR of {ip} should be {host}; found {', '.join(ptr) or 'none'} "
+                                "(set it at your hosting provider)",
+                                {"type": "PTR", "name": dns.reversename.from_address(ip).to_text(), "value": host}))
+    spf_records = [t for t in _txt(name) if t.lower().startswith("v=spf1")]
+    if len(spf_records) != 1:
+        checks.append(Check("spf", "fail", f"{name} needs exactly one SPF record; found {len(spf_records)}",
+                            records["spf"]))
+    elif not ips:
+        checks.append(Check("spf", "warn", f"SPF record found ({spf_records[0]}), but {host} has no address "
+                                           "to test it with"))
+    else:
+        result, explanation = spf.check2(i=ips[0], s=f"postmaster@{name}", h=host)
+        checks.append(Check("spf", "pass", f"SPF authorises {ips[0]}") if result == "pass" else
+                      Check("spf", "fail", f"SPF gives {result} for {ips[0]}: {explanation}", records["spf"]))
+    dkim_name = records["dkim"]["name"]
+    published = [t for t in _txt(dkim_name) if "p=" in t]
+    if not published:
+        checks.append(Check("dkim", "fail", f"no DKIM key at {dkim_name}", records["dkim"]))
+    elif any(_same_key(t, records["dkim"]["value"]) for t in published):
+        checks.append(Check("dkim", "pass", f"the key at {dkim_name} matches ours"))
+    else:
+        checks.append(Check("dkim", "fail", f"the key at {dkim_name} is not ours", records["dkim"]))
+    dmarc = [t for t in _txt(f"_dmarc.{name}") if t.replace(" ", "").lower().startswith("v=dmarc1")]
+    checks.append(Check("dmarc", "pass", f"DMARC: {dmarc[0]}") if len(dmarc) == 1 else
+                  Check("dmarc", "warn" if not dmarc else "fail",
+                        f"{name} should publish one DMARC record; found {len(dmarc)}", records["dmarc"]))
+    return checks
+
+
+def resolver_answers() -> dict[str, Any]:
+    """Whether the configured resolver answers at all (any reply, even NXDOMAIN, counts)."""
+    try:
+        dns.resolver.resolve("openmailserver-health-check.invalid", "A", lifetime=3)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return {"status": "ok"}
+    except dns.exception.DNSException as exc:
+        return {"status": "fail", "error": str(exc) or type(exc).__name__}
+    return {"status": "ok"}
