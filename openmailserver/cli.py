@@ -25,11 +25,13 @@ alias_app = typer.Typer(no_args_is_help=True, help="Aliases (source -> local mai
 key_app = typer.Typer(no_args_is_help=True, help="HTTP API keys.")
 config_app = typer.Typer(no_args_is_help=True, help="Settings.")
 queue_app = typer.Typer(no_args_is_help=True, help="The outbound queue.")
+backup_app = typer.Typer(no_args_is_help=True, help="Encrypted backups: create, verify, list.")
 app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(alias_app, name="alias")
 app.add_typer(key_app, name="key")
 app.add_typer(config_app, name="config")
 app.add_typer(queue_app, name="queue")
+app.add_typer(backup_app, name="backup")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -395,6 +397,64 @@ def queue_delete(ident: str, config: ConfigOpt = None, dev: DevOpt = False, set_
                  as_json: JsonOpt = False) -> None:
     """Remove a message's undelivered recipients from the queue (no bounce)."""
     _queue_action("delete", ident, config, dev, set_, as_json)
+
+
+# ---- backups -----------------------------------------------------------------
+
+@backup_app.command("create")
+def backup_create(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+                  as_json: JsonOpt = False) -> None:
+    """Write an encrypted snapshot into data_dir/backups (safe while the daemon runs)."""
+    from . import backup
+
+    settings = _settings(config, dev, set_)
+    try:
+        result = backup.create(settings)
+    except MailError as exc:
+        _fail(exc, as_json)
+    _emit(result, as_json, f"backup written: {result['path']} ({result['size']} bytes, {result['files']} files)")
+
+
+@backup_app.command("verify")
+def backup_verify(path: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+                  as_json: JsonOpt = False) -> None:
+    """Decrypt a backup and check every file against its manifest."""
+    from . import backup
+
+    try:
+        result = backup.validate(_settings(config, dev, set_), path)
+    except MailError as exc:
+        _fail(exc, as_json)
+    _emit(result, as_json, f"{result['status']}: " + ", ".join(f"{k}={v}" for k, v in result["details"].items()))
+    if result["status"] != "ok":
+        raise typer.Exit(1)
+
+
+@backup_app.command("list")
+def backup_list(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+                as_json: JsonOpt = False) -> None:
+    """Backups in data_dir/backups, newest first."""
+    from . import backup
+
+    rows = backup.list_backups(_settings(config, dev, set_))
+    _emit(rows, as_json, _table(["name", "size", "created"], [[r["name"], r["size"], r["created_at"]] for r in rows]))
+
+
+@app.command()
+def restore(path: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+            as_json: JsonOpt = False) -> None:
+    """Restore a backup into an empty data_dir (refused while a daemon serves it)."""
+    from . import backup
+    from .daemon import running_pid
+
+    settings = _settings(config, dev, set_)
+    if running_pid(settings):
+        _fail(MailError("daemon_running", f"a daemon serves {settings.data_dir}; stop it first"), as_json)
+    try:
+        result = backup.restore(settings, path)
+    except MailError as exc:
+        _fail(exc, as_json)
+    _emit(result, as_json, f"restored {result['files']} files into {result['data_dir']}")
 
 
 # ---- settings --------------------------------------------------------------

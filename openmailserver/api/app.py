@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from ..errors import MailError
 from ..runtime import Runtime
-from . import aliases, debug, health, mailboxes, messages, outbound, send
+from . import aliases, backups, debug, health, mailboxes, messages, outbound, send
 from .base import error_response
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ def create_app(rt: Runtime) -> Starlette:
         Route("/v1/debug/messages/{message_id}/trace", debug.trace, methods=["GET"]),
         Route("/v1/debug/deliverability/report", debug.deliverability, methods=["GET"]),
         Route("/v1/debug/logs", debug.logs, methods=["GET"]),
+        Route("/v1/backup", backups.create_backup, methods=["POST"]),
+        Route("/v1/backups", backups.list_backups, methods=["GET"]),
+        Route("/v1/restore/validate", backups.validate, methods=["POST"]),
         Route("/v1/aliases", aliases.create_alias, methods=["POST"]),
         Route("/v1/aliases", aliases.list_aliases, methods=["GET"]),
         Route("/v1/aliases/{source}", aliases.delete_alias, methods=["DELETE"]),
