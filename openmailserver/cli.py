@@ -323,7 +323,8 @@ def key_revoke(key_id: str, config: ConfigOpt = None, dev: DevOpt = False, set_:
     from .core import accounts as core
 
     try:
-        core.revoke_key(_db(_settings(config, dev, set_)), key_id)
+        settings = _settings(config, dev, set_)
+        core.revoke_key(settings, _db(settings), key_id)
     except MailError as exc:
         _fail(exc, as_json)
     _emit({"revoked": key_id}, as_json, f"revoked {key_id}")

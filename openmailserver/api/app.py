@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from ..errors import MailError
 from ..runtime import Runtime
-from . import aliases, backups, debug, health, mailboxes, messages, outbound, send
+from . import aliases, backups, debug, health, mailboxes, messages, openapi, outbound, send
 from .base import error_response
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def create_app(rt: Runtime) -> Starlette:
     routes = [
         Route("/health", health.health, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi, methods=["GET"]),
         Route("/v1/mailboxes", mailboxes.create_mailbox, methods=["POST"]),
         Route("/v1/mailboxes", mailboxes.list_mailboxes, methods=["GET"]),
         Route("/v1/mailboxes/{address}", mailboxes.get_mailbox, methods=["GET"]),

@@ -92,7 +92,7 @@ async def list_keys(request: Request) -> JSONResponse:
 async def revoke_key(request: Request) -> Response:
     who = await principal(request, "mail:read")
     rt = runtime(request)
-    await rt.run(core.revoke_key, rt.db, request.path_params["key_id"],
+    await rt.run(core.revoke_key, rt.settings, rt.db, request.path_params["key_id"],
                  None if who.is_admin else who.mailbox_id)
     return Response(status_code=204)
 

@@ -225,10 +225,13 @@ def create_mailbox_key(db: Database, address: str, name: str = "") -> tuple[str,
     return create_key(db, mailbox_id=mailbox["id"], name=name or f"{mailbox['address']} key")
 
 
-def revoke_key(db: Database, key_id: str, mailbox_id: str | None = None) -> None:
+def revoke_key(settings: Settings, db: Database, key_id: str, mailbox_id: str | None = None) -> None:
     row = db.read(accounts.get_key, key_id)
     if row is None or row["revoked_at"] or (mailbox_id is not None and row["mailbox_id"] != mailbox_id):
         raise not_found(f"key {key_id}")
+    if settings.admin_api_key and db.read(accounts.key_hash, key_id) == credentials.hash_api_key(
+            settings.admin_api_key):
+        raise conflict("this key is the admin_api_key setting; change the setting to replace it")
     db.write(accounts.revoke_key, key_id)
 
 

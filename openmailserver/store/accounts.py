@@ -166,6 +166,11 @@ def list_keys(conn: sqlite3.Connection, mailbox_id: str | None = None) -> list[R
     return _all(conn.execute(sql + " ORDER BY k.created_at"))
 
 
+def key_hash(conn: sqlite3.Connection, key_id: str) -> str | None:
+    row = conn.execute("SELECT key_hash FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+    return row[0] if row else None
+
+
 def revoke_key(conn: sqlite3.Connection, key_id: str) -> bool:
     return conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                         (now_iso(), key_id)).rowcount > 0
