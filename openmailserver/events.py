@@ -41,3 +41,4 @@ class Hub:
                 if queue.full():  # a stalled listener loses live events, never blocks others
                     continue
                 queue.put_nowait(event)
+

@@ -8,11 +8,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from ..errors import MailError
 from ..runtime import Runtime
-from . import aliases, backups, debug, health, mailboxes, messages, openapi, outbound, send
+from . import aliases, backups, debug, events, health, mailboxes, messages, openapi, outbound, send
 from .base import error_response
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,9 @@ def create_app(rt: Runtime) -> Starlette:
         Route("/v1/backup", backups.create_backup, methods=["POST"]),
         Route("/v1/backups", backups.list_backups, methods=["GET"]),
         Route("/v1/restore/validate", backups.validate, methods=["POST"]),
+        Route("/v1/events", events.list_events, methods=["GET"]),
+        Route("/v1/events/stream", events.sse, methods=["GET"]),
+        WebSocketRoute("/v1/ws", events.websocket),
         Route("/v1/aliases", aliases.create_alias, methods=["POST"]),
         Route("/v1/aliases", aliases.list_aliases, methods=["GET"]),
         Route("/v1/aliases/{source}", aliases.delete_alias, methods=["DELETE"]),

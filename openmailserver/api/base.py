@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 
 from ..core.accounts import Principal, authenticate
@@ -15,23 +15,25 @@ from ..runtime import Runtime
 MAX_JSON_BODY = 1024 * 1024
 
 
-def runtime(request: Request) -> Runtime:
+def runtime(request: HTTPConnection) -> Runtime:
     return request.app.state.runtime
 
 
-def api_key_of(request: Request) -> str | None:
+def api_key_of(request: HTTPConnection, allow_query: bool = False) -> str | None:
     key = request.headers.get("x-openmailserver-key")
     if key:
         return key.strip()
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
+    if allow_query:  # browsers cannot set headers on EventSource/WebSocket
+        return request.query_params.get("key") or None
     return None
 
 
-async def principal(request: Request, scope: str) -> Principal:
+async def principal(request: HTTPConnection, scope: str, allow_query: bool = False) -> Principal:
     """The caller, who must hold `scope`: 401 without a key, 403 for a wrong key or scope."""
-    key = api_key_of(request)
+    key = api_key_of(request, allow_query)
     if not key:
         raise MailError("unauthorized", "an API key is required", http_status=401,
                         fix="send it in the X-OpenMailserver-Key header or as Authorization: Bearer")

@@ -76,9 +76,10 @@ def _part_text(part: Message) -> str:
         payload = str(part.get_payload()).encode("utf-8", "replace")
     charset = part.get_content_charset() or "utf-8"
     try:
-        return payload.decode(charset, "replace")
+        text = payload.decode(charset, "replace")
     except LookupError:  # an unknown charset name
-        return payload.decode("utf-8", "replace")
+        text = payload.decode("utf-8", "replace")
+    return text.replace("\r\n", "\n")  # JSON consumers want plain newlines
 
 
 def bodies(raw: bytes) -> tuple[str | None, str | None]:
@@ -100,3 +101,36 @@ def bodies(raw: bytes) -> tuple[str | None, str | None]:
         elif ctype == "text/html" and html is None:
             html = _part_text(part)
     return text, html
+
+
+def attachment_list(raw: bytes) -> list[dict[str, Any]]:
+    """Metadata of every attachment: filename, contentType, sizeBytes, index (for download)."""
+    try:
+        message = BytesParser(policy=compat32).parsebytes(raw)
+    except Exception:  # noqa: BLE001 - broken MIME has no usable attachments
+        return []
+    out = []
+    for index, part in enumerate(p for p in message.walk() if not p.is_multipart()):
+        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+        filename = part.get_filename()
+        if disposition != "attachment" and not filename:
+            continue
+        payload = part.get_payload(decode=True) or b""
+        out.append({"index": index, "filename": decode_text(filename) if filename else f"attachment-{index}",
+                    "contentType": part.get_content_type(), "sizeBytes": len(payload)})
+    return out
+
+
+def attachment_data(raw: bytes, index: int) -> tuple[dict[str, Any], bytes] | None:
+    """The attachment numbered `index` by `attachment_list`, decoded."""
+    try:
+        message = BytesParser(policy=compat32).parsebytes(raw)
+    except Exception:  # noqa: BLE001
+        return None
+    for n, part in enumerate(p for p in message.walk() if not p.is_multipart()):
+        if n == index:
+            filename = part.get_filename()
+            meta = {"index": n, "filename": decode_text(filename) if filename else f"attachment-{n}",
+                    "contentType": part.get_content_type()}
+            return meta, part.get_payload(decode=True) or b""
+    return None

@@ -56,12 +56,12 @@ def add_event(conn: sqlite3.Connection, event_type: str, mailbox_id: str | None,
 
 
 def list_events(conn: sqlite3.Connection, after: int = 0, limit: int = 100,
-                mailbox_id: str | None = None, types: list[str] | None = None) -> list[Row]:
+                mailbox_ids: list[str] | None = None, types: list[str] | None = None) -> list[Row]:
     sql = "SELECT * FROM events WHERE seq > ?"
     args: list[Any] = [after]
-    if mailbox_id is not None:
-        sql += " AND mailbox_id = ?"
-        args.append(mailbox_id)
+    if mailbox_ids is not None:
+        sql += " AND mailbox_id IN (%s)" % ",".join("?" * len(mailbox_ids))
+        args.extend(mailbox_ids)
     if types:
         sql += " AND type IN (%s)" % ",".join("?" * len(types))
         args.extend(types)

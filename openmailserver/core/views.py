@@ -1,0 +1,58 @@
+"""What agents see: messages with their body text and attachments, and events around them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import mime
+from ..store import accounts, maildir, messages, queue
+
+
+async def read_raw(rt: Any, row: dict[str, Any], mailbox: dict[str, Any]) -> bytes:
+    root = maildir.mailbox_root(rt.settings.mail_root, mailbox["domain"], mailbox["local_part"])
+    return await rt.run((maildir.folder_dir(root, row["folder"]) / row["filename"]).read_bytes)
+
+
+async def agent_view(rt: Any, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The `message` object of events: id, from, to, subject, body_text, attachments, received_at."""
+    mailbox = await rt.adb.read(accounts.get_mailbox_by_id, row["mailbox_id"])
+    if mailbox is None:
+        return None
+    try:
+        raw = await read_raw(rt, row, mailbox)
+    except FileNotFoundError:
+        return None
+    text, html = await rt.run(mime.bodies, raw)
+    return {"id": row["id"], "from": row["from_addr"], "to": row["to_addrs"], "subject": row["subject"],
+            "message_id": row["message_id"], "thread_id": row["thread_id"], "direction": row["direction"],
+            "body_text": text if text is not None else "", "body_html": html,
+            "attachments": await rt.run(mime.attachment_list, raw), "received_at": row["created_at"]}
+
+
+async def message_for_event(rt: Any, payload: dict[str, Any]) -> dict[str, Any] | None:
+    message_id = payload.get("message_id")
+    if message_id is None and payload.get("outbound_id"):
+        outbound = await rt.adb.read(queue.get_outbound, payload["outbound_id"])
+        message_id = outbound["sent_copy_id"] if outbound else None
+    if message_id is None:
+        return None
+    row = await rt.adb.read(messages.get_message, message_id)
+    return await agent_view(rt, row) if row else None
+
+
+async def render_event(rt: Any, event: dict[str, Any]) -> dict[str, Any]:
+    """An event as agents receive it (WebSocket, SSE, webhooks, `GET /v1/events`): the seeds'
+    shape — `event`, `event_id`, `inbox_id`, `thread_id`, `message{...}` — plus `seq`,
+    `occurred_at` and the event's own `data`."""
+    payload = event.get("payload") or {}
+    body: dict[str, Any] = {
+        "event": event["type"], "event_id": event["event_id"], "seq": event["seq"],
+        "occurred_at": event["occurred_at"], "inbox_id": event.get("mailbox_id"),
+        "thread_id": payload.get("thread_id"), "data": payload,
+    }
+    if event["type"].startswith("message."):
+        message = await message_for_event(rt, payload)
+        if message is not None:
+            body["message"] = message
+            body["thread_id"] = body["thread_id"] or message.get("thread_id")
+    return body
