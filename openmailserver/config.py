@@ -101,6 +101,16 @@ class Settings:
         default=True,
         metadata=_doc("Reject (550 5.7.1) mail failing DMARC for a `p=reject` domain; false only marks it."),
     )
+    webhook_retry_schedule: str = field(
+        default="5s,5m,30m,2h,5h,10h,10h",
+        metadata=_doc("Delays before each webhook retry (with jitter); after the last one the delivery "
+                      "is abandoned.", kind="durations"))
+    webhook_timeout: int = field(default=15, metadata=_doc("Seconds a webhook endpoint has to answer 2xx."))
+    webhook_disable_after: int = field(
+        default=5 * 86400, metadata=_doc("An endpoint failing this long (s/m/h/d) is disabled.", kind="duration"))
+    webhook_allowed_hosts: tuple[str, ...] = field(
+        default=(), metadata=_doc("Webhook hosts or IPs allowed even though they resolve to loopback or "
+                                  "private addresses (the SSRF guard refuses those otherwise)."))
     backup_encryption_key: str = field(
         default="", metadata=_doc("Passphrase that encrypts backups (AES-256-GCM).", secret=True))
     debug_api_enabled: bool = field(default=True, metadata=_doc("Serve the `/v1/debug/*` endpoints."))

@@ -21,10 +21,12 @@ from typing import Awaitable, Callable
 import uvicorn
 
 from .config import Settings
+from .delivery.queue import QueueRunner
 from .resolver import install as install_resolver
 from .runtime import Runtime
 from .store import Database
 from .store.reconcile import reconcile
+from .webhooks import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +115,9 @@ def _starters() -> dict[str, Starter]:
             "submission_starttls": start_starttls}
 
 
-async def _start_queue(rt: Runtime) -> Callable[[], Awaitable[None]]:
-    """The outbound queue runs as a service beside the listeners."""
-    from .delivery.queue import QueueRunner
-
-    runner = QueueRunner(rt)
+async def _start_service(rt: Runtime, service) -> Callable[[], Awaitable[None]]:
+    """A background service beside the listeners: the outbound queue, the webhook dispatcher."""
+    runner = service(rt)
     task = asyncio.create_task(runner.run())
 
     async def stop() -> None:
@@ -157,7 +157,8 @@ async def _serve(settings: Settings, ready: Callable[[Runtime], None] | None) ->
             stoppers.append(await starters[name](rt, sock))
             rt.listeners[name] = sock.getsockname()[:2]
             log.info("listening: %s on %s:%d", name, *rt.listeners[name])
-        stoppers.insert(0, await _start_queue(rt))
+        for service in (QueueRunner, Dispatcher):
+            stoppers.insert(0, await _start_service(rt, service))
         settings.pid_path.write_text(f"{os.getpid()}\n")
         if ready:
             ready(rt)

@@ -12,7 +12,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from ..errors import MailError
 from ..runtime import Runtime
-from . import aliases, backups, debug, events, health, mailboxes, messages, openapi, outbound, send
+from . import aliases, backups, debug, events, health, mailboxes, messages, openapi, outbound, send, webhooks
 from .base import error_response
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,13 @@ def create_app(rt: Runtime) -> Starlette:
         Route("/v1/events", events.list_events, methods=["GET"]),
         Route("/v1/events/stream", events.sse, methods=["GET"]),
         WebSocketRoute("/v1/ws", events.websocket),
+        Route("/v1/webhooks", webhooks.create, methods=["POST"]),
+        Route("/v1/webhooks", webhooks.list_hooks, methods=["GET"]),
+        Route("/v1/webhooks/{webhook_id}", webhooks.get_hook, methods=["GET"]),
+        Route("/v1/webhooks/{webhook_id}", webhooks.update, methods=["PATCH"]),
+        Route("/v1/webhooks/{webhook_id}", webhooks.delete, methods=["DELETE"]),
+        Route("/v1/webhooks/{webhook_id}/deliveries", webhooks.deliveries, methods=["GET"]),
+        Route("/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay", webhooks.replay, methods=["POST"]),
         Route("/v1/aliases", aliases.create_alias, methods=["POST"]),
         Route("/v1/aliases", aliases.list_aliases, methods=["GET"]),
         Route("/v1/aliases/{source}", aliases.delete_alias, methods=["DELETE"]),

@@ -173,7 +173,8 @@ MIGRATIONS: list[str] = [
     # next session that selects the folder (RFC 3501 §2.3.2); `keywords`: the keywords
     # defined in the folder (FLAGS response); `subscriptions`: subscribed names that
     # are not (or no longer) folders (RFC 3501 §6.3.6); `message_cache`: ENVELOPE,
-    # BODYSTRUCTURE and header data computed once per message.
+    # BODYSTRUCTURE and header data computed once per message; `counters`: the highest
+    # UIDVALIDITY ever handed out, so a recreated folder never reuses one.
     """
     ALTER TABLE folders ADD COLUMN first_recent_uid INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE folders ADD COLUMN keywords TEXT NOT NULL DEFAULT '';
@@ -189,6 +190,57 @@ MIGRATIONS: list[str] = [
         envelope BLOB,
         body BLOB,
         bodystructure BLOB
+    );
+    CREATE TABLE counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
     )
+    """,
+    # 5: webhooks. Deliveries are created from the event log behind a cursor
+    # (`webhook_cursor`), in the same transaction that advances it, so no event is lost.
+    """
+    CREATE TABLE webhooks (
+        id TEXT PRIMARY KEY,
+        mailbox_id TEXT REFERENCES mailboxes(id) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        event_types TEXT NOT NULL DEFAULT '',
+        inbox_ids TEXT NOT NULL DEFAULT '',
+        enabled INTEGER NOT NULL DEFAULT 1,
+        secret TEXT NOT NULL,
+        old_secret TEXT,
+        old_secret_expires_at REAL,
+        failing_since REAL,
+        disabled_reason TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE webhook_deliveries (
+        id TEXT PRIMARY KEY,
+        webhook_id TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+        event_seq INTEGER NOT NULL,
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_status INTEGER,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        delivered_at TEXT
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
+    CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (webhook_id, created_at);
+    CREATE TABLE webhook_attempts (
+        id INTEGER PRIMARY KEY,
+        delivery_id TEXT NOT NULL REFERENCES webhook_deliveries(id) ON DELETE CASCADE,
+        attempted_at TEXT NOT NULL,
+        status INTEGER,
+        error TEXT,
+        duration_ms INTEGER
+    );
+    CREATE TABLE webhook_cursor (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL
+    );
+    INSERT INTO webhook_cursor (id, seq) SELECT 1, COALESCE(MAX(seq), 0) FROM events
     """,
 ]
