@@ -12,7 +12,8 @@ from starlette.routing import Route, WebSocketRoute
 
 from ..errors import MailError
 from ..runtime import Runtime
-from . import aliases, backups, debug, events, health, mailboxes, messages, openapi, outbound, send, webhooks
+from . import (aliases, backups, debug, events, health, mailboxes, messages, openapi, outbound, replies, send, threads,
+               webhooks)
 from .base import error_response
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,11 @@ def create_app(rt: Runtime) -> Starlette:
         Route("/v1/mailboxes/{address}/messages", messages.list_messages, methods=["GET"]),
         Route("/v1/messages/{message_id}", messages.get_message, methods=["GET"]),
         Route("/v1/messages/{message_id}/raw", messages.get_raw, methods=["GET"]),
+        Route("/v1/messages/{message_id}/reply", replies.reply, methods=["POST"]),
+        Route("/v1/messages/{message_id}/reply-all", replies.reply_all, methods=["POST"]),
+        Route("/v1/messages/{message_id}/forward", replies.forward, methods=["POST"]),
+        Route("/v1/mailboxes/{address}/threads", threads.list_threads, methods=["GET"]),
+        Route("/v1/threads/{thread_id}", threads.get_thread, methods=["GET"]),
         Route("/v1/keys", mailboxes.list_keys, methods=["GET"]),
         Route("/v1/keys/{key_id}", mailboxes.revoke_key, methods=["DELETE"]),
         Route("/v1/mail/send", send.send, methods=["POST"]),

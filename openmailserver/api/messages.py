@@ -11,7 +11,8 @@ from .. import mime
 from ..address import parse_mailbox_address
 from ..core import accounts as core
 from ..errors import MailError, not_found
-from ..store import accounts, maildir, messages
+from ..core.views import read_raw
+from ..store import accounts, messages
 from .base import ok, principal, runtime
 
 MAX_LIMIT = 500
@@ -49,9 +50,9 @@ async def list_messages(request: Request) -> JSONResponse:
     return ok(items)
 
 
-async def _visible_message(request: Request) -> tuple[dict[str, Any], dict[str, Any]]:
+async def visible_message(request: Request, scope: str = "mail:read") -> tuple[dict[str, Any], dict[str, Any]]:
     """The message and its mailbox, or 404 when the caller may not see it."""
-    who = await principal(request, "mail:read")
+    who = await principal(request, scope)
     rt = runtime(request)
     row = await rt.adb.read(messages.get_message, request.path_params["message_id"])
     address = request.query_params.get("address")
@@ -66,19 +67,16 @@ async def _visible_message(request: Request) -> tuple[dict[str, Any], dict[str, 
     return row, mailbox
 
 
-async def _raw(request: Request, row: dict, mailbox: dict) -> bytes:
-    rt = runtime(request)
-    root = maildir.mailbox_root(rt.settings.mail_root, mailbox["domain"], mailbox["local_part"])
-    path = maildir.folder_dir(root, row["folder"]) / row["filename"]
+async def message_bytes(request: Request, row: dict, mailbox: dict) -> bytes:
     try:
-        return await rt.run(path.read_bytes)
+        return await read_raw(runtime(request), row, mailbox)
     except FileNotFoundError:
         raise not_found("message file") from None
 
 
 async def get_message(request: Request) -> JSONResponse:
-    row, mailbox = await _visible_message(request)
-    raw = await _raw(request, row, mailbox)
+    row, mailbox = await visible_message(request)
+    raw = await message_bytes(request, row, mailbox)
     text, html = await runtime(request).run(mime.bodies, raw)
     return ok({**_summary(row), "address": mailbox["address"], "body": text if text is not None else (html or ""),
                "text": text, "html": html, "authentication_results": row["auth_results"],
@@ -86,5 +84,5 @@ async def get_message(request: Request) -> JSONResponse:
 
 
 async def get_raw(request: Request) -> Response:
-    row, mailbox = await _visible_message(request)
-    return Response(await _raw(request, row, mailbox), media_type="message/rfc822")
+    row, mailbox = await visible_message(request)
+    return Response(await message_bytes(request, row, mailbox), media_type="message/rfc822")

@@ -17,9 +17,10 @@ from ..address import parse_address
 from ..core import recipients
 from ..core.accounts import Principal
 from ..core.submit import sender_denied, submit
-from ..errors import MailError
+from ..errors import MailError, not_found
 from ..mime.compose import compose
-from ..store import accounts, idempotency
+from ..core.replies import reply_subject
+from ..store import accounts, idempotency, messages
 from .base import json_body, ok, principal, runtime
 
 MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
@@ -40,7 +41,7 @@ def public_outbound(row: dict[str, Any]) -> dict[str, Any]:
             "sent_at": row["sent_at"]}
 
 
-def _addresses(body: dict, field: str, required: bool = False) -> list[str]:
+def addresses_field(body: dict, field: str, required: bool = False) -> list[str]:
     value = body.get(field)
     if value is None or value == "" or value == []:
         if required:
@@ -56,7 +57,7 @@ def _addresses(body: dict, field: str, required: bool = False) -> list[str]:
     return out
 
 
-def _text(body: dict, field: str, limit: int) -> str | None:
+def text_field(body: dict, field: str, limit: int) -> str | None:
     value = body.get(field)
     if value is None:
         return None
@@ -67,7 +68,7 @@ def _text(body: dict, field: str, limit: int) -> str | None:
     return value
 
 
-def _attachments(items: Any) -> list[dict]:
+def attachments_field(items: Any) -> list[dict]:
     if items is None:
         return []
     if not isinstance(items, list):
@@ -118,7 +119,7 @@ async def _read_body(request: Request, limit: int) -> tuple[dict, list[dict]]:
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
         body = await json_body(request, limit=limit)
-        return body, _attachments(body.get("attachments"))
+        return body, attachments_field(body.get("attachments"))
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise MailError("payload_too_large", f"the body is larger than {limit} bytes", http_status=413)
@@ -137,7 +138,7 @@ async def _read_body(request: Request, limit: int) -> tuple[dict, list[dict]]:
             body.setdefault(name, []).extend(v.strip() for v in value.split(",") if v.strip())
         else:
             body[name] = value
-    return body, _attachments(files)
+    return body, attachments_field(files)
 
 
 async def _sending_mailbox(request: Request, who: Principal, sender: str) -> dict:
@@ -151,7 +152,7 @@ async def _sending_mailbox(request: Request, who: Principal, sender: str) -> dic
     return resolution.mailboxes[0]
 
 
-def _request_hash(body: dict, attachments: list[dict]) -> str:
+def request_hash_of(body: dict, attachments: list[dict]) -> str:
     digest = hashlib.sha256(json.dumps({k: v for k, v in body.items() if k != "attachments"},
                                        sort_keys=True, default=str).encode())
     for item in attachments:
@@ -168,52 +169,96 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
+class Idempotency:
+    """`Idempotency-Key` for a sending request: replay, conflict, in-flight guard, crash-safe record.
+
+    The record is written in the transaction that commits the send (`record`),
+    so after a crash either both exist or neither does.
+    """
+
+    def __init__(self, request: Request, who: Principal, request_hash: str) -> None:
+        self.rt = runtime(request)
+        self.key = idempotency_key(request)
+        self.owner = who.mailbox_id or f"admin:{who.key_id}"  # keys are scoped to the key's owner
+        self.request_hash = request_hash
+        self.response: dict[str, Any] = {}
+
+    async def previous(self) -> JSONResponse | None:
+        if self.key is None:
+            return None
+        stored = await self.rt.adb.read(idempotency.lookup, self.owner, self.key)
+        if stored is not None:
+            if stored["request_hash"] != self.request_hash:
+                raise MailError("idempotency_conflict", "this Idempotency-Key was used with a different request",
+                                http_status=409)
+            return JSONResponse(stored["response"], status_code=stored["status"],
+                                headers={"Idempotent-Replayed": "true"})
+        if (self.owner, self.key) in self.rt.idempotency_in_flight:
+            raise MailError("idempotency_in_progress", "a request with this Idempotency-Key is in progress",
+                            http_status=409, retry_after=1)
+        return None
+
+    def record(self, conn, outbound: dict) -> None:
+        self.response.update(public_outbound(outbound))
+        if self.key is not None:
+            idempotency.store(conn, self.owner, self.key, self.request_hash, 200, self.response)
+
+    def __enter__(self) -> "Idempotency":
+        if self.key is not None:
+            self.rt.idempotency_in_flight.add((self.owner, self.key))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.key is not None:
+            self.rt.idempotency_in_flight.discard((self.owner, self.key))
+
+
+async def _thread_headers(request: Request, mailbox: dict, thread_id: Any) -> dict[str, Any]:
+    """Reply to the newest message of the thread (RFC 5322 §3.6.4 threading headers)."""
+    rt = runtime(request)
+    thread = await rt.adb.read(messages.get_thread, thread_id) if isinstance(thread_id, str) else None
+    if thread is None or thread["mailbox_id"] != mailbox["id"]:
+        raise not_found("thread")
+    rows = [r for r in await rt.adb.read(messages.thread_messages, thread["id"]) if r["message_id"]]
+    if not rows:
+        return {"subject": thread["subject"]}
+    last = rows[-1]
+    return {"subject": last["subject"], "in_reply_to": last["message_id"],
+            "references": (last["refs"].split() if last["refs"] else []) + [last["message_id"]]}
+
+
+def client_of(request: Request) -> str:
+    return f"api {request.client.host if request.client else 'unknown'}"
+
+
 async def send(request: Request) -> JSONResponse:
     who = await principal(request, "mail:send")
     rt = runtime(request)
     body, attachments = await _read_body(request, limit=rt.settings.message_size_limit * 2)
-    key = idempotency_key(request)
-    owner = who.mailbox_id or f"admin:{who.key_id}"
-    request_hash = _request_hash(body, attachments)
-    if key is not None:
-        previous = await rt.adb.read(idempotency.lookup, owner, key)
-        if previous is not None:
-            if previous["request_hash"] != request_hash:
-                raise MailError("idempotency_conflict", "this Idempotency-Key was used with a different request",
-                                http_status=409)
-            return JSONResponse(previous["response"], status_code=previous["status"],
-                                headers={"Idempotent-Replayed": "true"})
-        if (owner, key) in rt.idempotency_in_flight:
-            raise MailError("idempotency_in_progress", "a request with this Idempotency-Key is in progress",
-                            http_status=409, retry_after=1)
+    guard = Idempotency(request, who, request_hash_of(body, attachments))
+    replay = await guard.previous()
+    if replay is not None:
+        return replay
     sender = body.get("sender")
     if not isinstance(sender, str) or not sender:
         raise invalid("sender", "is required")
-    to = _addresses(body, "recipients", required=True)
-    cc, bcc, reply_to = _addresses(body, "cc"), _addresses(body, "bcc"), _addresses(body, "reply_to")
-    subject = _text(body, "subject", 998) or ""
-    text, html = _text(body, "text_body", 1_000_000), _text(body, "html_body", 2_000_000)
+    to = addresses_field(body, "recipients", required=True)
+    cc, bcc, reply_to = addresses_field(body, "cc"), addresses_field(body, "bcc"), addresses_field(body, "reply_to")
+    subject = text_field(body, "subject", 998) or ""
+    text, html = text_field(body, "text_body", 1_000_000), text_field(body, "html_body", 2_000_000)
     if text is None and html is None:
         raise invalid("text_body", "give text_body, html_body or both")
     sender_address = parse_address(sender)
     mailbox = await _sending_mailbox(request, who, sender)
+    threading: dict[str, Any] = {}
+    if body.get("thread_id") is not None:
+        threading = await _thread_headers(request, mailbox, body["thread_id"])
+        thread_subject = threading.pop("subject")
+        subject = subject or reply_subject(thread_subject)
     raw = compose(sender=f"{sender_address.local}@{sender_address.domain}", to=to, cc=cc, subject=subject,
                   text=text, html=html, reply_to=reply_to, headers=_headers(body.get("headers")),
-                  attachments=attachments, sender_name=mailbox["display_name"])
-    response: dict[str, Any] = {}
-
-    def record(conn, outbound: dict) -> None:
-        response.update(public_outbound(outbound))
-        if key is not None:
-            idempotency.store(conn, owner, key, request_hash, 200, response)
-
-    if key is not None:
-        rt.idempotency_in_flight.add((owner, key))
-    try:
-        client = f"api {request.client.host if request.client else 'unknown'}"
+                  attachments=attachments, sender_name=mailbox["display_name"], **threading)
+    with guard:
         await submit(rt, mailbox=mailbox, envelope_from=f"{sender_address.local}@{sender_address.domain}",
-                     to=to + cc + bcc, raw=raw, client=client, record=record)
-    finally:
-        if key is not None:
-            rt.idempotency_in_flight.discard((owner, key))
-    return ok(response)
+                     to=to + cc + bcc, raw=raw, client=client_of(request), record=guard.record)
+    return ok(guard.response)

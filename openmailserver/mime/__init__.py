@@ -12,6 +12,7 @@ from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 from email.utils import getaddresses
+from html.parser import HTMLParser
 from typing import Any
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
@@ -134,3 +135,72 @@ def attachment_data(raw: bytes, index: int) -> tuple[dict[str, Any], bytes] | No
                     "contentType": part.get_content_type()}
             return meta, part.get_payload(decode=True) or b""
     return None
+
+
+class _TextExtractor(HTMLParser):
+    """HTML to readable plain text: blocks become lines, links keep their target, no scripts."""
+
+    BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "table",
+              "ul", "ol", "hr", "section", "article", "header", "footer"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+        self._href: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style", "head", "title"):
+            self._skip += 1
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+        if tag == "li":
+            self.parts.append("- ")
+        if tag == "a":
+            self._href = dict(attrs).get("href")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style", "head", "title"):
+            self._skip = max(0, self._skip - 1)
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+        if tag == "a" and self._href:
+            if self._href.startswith(("http://", "https://", "mailto:")):
+                self.parts.append(f" ({self._href})")
+            self._href = None
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(re.sub(r"\s+", " ", data))
+
+
+def html_to_text(html: str) -> str:
+    parser = _TextExtractor()
+    try:
+        parser.feed(html)
+        parser.close()
+    except Exception:  # noqa: BLE001 - html.parser is lenient; anything else degrades to tag stripping
+        return re.sub(r"<[^>]+>", " ", html)
+    lines = [line.strip() for line in "".join(parser.parts).split("\n")]
+    text = "\n".join(lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+_QUOTE_INTRO = re.compile(r"^(on .{0,200}wrote:|am .{0,200}schrieb .{0,100}:|le .{0,200}a écrit ?:)\s*$", re.I)
+_CUT_MARKERS = ("-----original message-----", "---------- forwarded message", "________________________________")
+
+
+def extract_new_text(text: str) -> str:
+    """The part of a reply its author wrote: quoted history and the signature removed."""
+    kept: list[str] = []
+    lines = text.replace("\r\n", "\n").split("\n")
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith(">"):
+            break
+        if _QUOTE_INTRO.match(stripped) or stripped.lower().startswith(_CUT_MARKERS):
+            break
+        if line in ("-- ", "--") and index > 0:  # RFC 3676 §4.3 signature separator
+            break
+        kept.append(line)
+    return "\n".join(kept).strip() + ("\n" if any(k.strip() for k in kept) else "")

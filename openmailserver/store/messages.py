@@ -194,3 +194,28 @@ def get_message(conn: sqlite3.Connection, message_id: str) -> Row | None:
 
 def count_messages(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+
+
+def list_threads(conn: sqlite3.Connection, mailbox_id: str, limit: int = 50,
+                 before: tuple[str, str] | None = None) -> list[Row]:
+    """Threads by newest activity; `before` = (last_message_at, id) of the previous page's end."""
+    sql = "SELECT * FROM threads WHERE mailbox_id = ? AND message_count > 0"
+    args: list[Any] = [mailbox_id]
+    if before is not None:
+        sql += " AND (last_message_at < ? OR (last_message_at = ? AND id < ?))"
+        args += [before[0], before[0], before[1]]
+    sql += " ORDER BY last_message_at DESC, id DESC LIMIT ?"
+    args.append(limit)
+    return [dict(r) for r in conn.execute(sql, args)]
+
+
+def get_thread(conn: sqlite3.Connection, thread_id: str) -> Row | None:
+    row = conn.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
+    return dict(row) if row else None
+
+
+def thread_messages(conn: sqlite3.Connection, thread_id: str) -> list[Row]:
+    rows = conn.execute(
+        "SELECT m.*, f.name AS folder FROM messages m JOIN folders f ON f.id = m.folder_id "
+        "WHERE m.thread_id = ? ORDER BY m.created_at, m.uid", (thread_id,))
+    return [dict(r) for r in rows]
