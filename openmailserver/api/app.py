@@ -55,6 +55,7 @@ def create_app(rt: Runtime) -> Starlette:
         Route("/v1/mailboxes/{address}/messages", messages.list_messages, methods=["GET"]),
         Route("/v1/messages/{message_id}", messages.get_message, methods=["GET"]),
         Route("/v1/messages/{message_id}/raw", messages.get_raw, methods=["GET"]),
+        Route("/v1/messages/{message_id}/attachments/{index}", messages.get_attachment, methods=["GET"]),
         Route("/v1/messages/{message_id}/reply", replies.reply, methods=["POST"]),
         Route("/v1/messages/{message_id}/reply-all", replies.reply_all, methods=["POST"]),
         Route("/v1/messages/{message_id}/forward", replies.forward, methods=["POST"]),

@@ -10,8 +10,8 @@ from starlette.responses import JSONResponse, Response
 from .. import mime
 from ..address import parse_mailbox_address
 from ..core import accounts as core
-from ..errors import MailError, not_found
 from ..core.views import read_raw
+from ..errors import MailError, not_found
 from ..store import accounts, messages
 from .base import ok, principal, runtime
 
@@ -77,10 +77,32 @@ async def message_bytes(request: Request, row: dict, mailbox: dict) -> bytes:
 async def get_message(request: Request) -> JSONResponse:
     row, mailbox = await visible_message(request)
     raw = await message_bytes(request, row, mailbox)
-    text, html = await runtime(request).run(mime.bodies, raw)
-    return ok({**_summary(row), "address": mailbox["address"], "body": text if text is not None else (html or ""),
-               "text": text, "html": html, "authentication_results": row["auth_results"],
-               "spf": row["spf"], "dkim": row["dkim"], "dmarc": row["dmarc"]})
+    rt = runtime(request)
+    text, html = await rt.run(mime.bodies, raw)
+    plain = text if text is not None else (await rt.run(mime.html_to_text, html) if html is not None else "")
+    attachments = [{**a, "url": f"/v1/messages/{row['id']}/attachments/{a['index']}"}
+                   for a in await rt.run(mime.attachments_with_text, raw)]
+    return ok({**_summary(row), "address": mailbox["address"], "body": plain, "text": plain, "html": html,
+               "extracted_text": mime.extract_new_text(plain), "attachments": attachments,
+               "attachment_limits": {"parse_max_bytes": mime.PARSE_MAX_BYTES,
+                                     "parsed_text_max_chars": mime.PARSED_TEXT_MAX_CHARS},
+               "authentication_results": row["auth_results"], "spf": row["spf"], "dkim": row["dkim"],
+               "dmarc": row["dmarc"]})
+
+
+async def get_attachment(request: Request) -> Response:
+    row, mailbox = await visible_message(request)
+    index = request.path_params["index"]
+    if not index.isdigit():
+        raise MailError("invalid_request", "the attachment index must be a number", http_status=422)
+    found = await runtime(request).run(mime.attachment_data, await message_bytes(request, row, mailbox), int(index))
+    if found is None:
+        raise not_found("attachment")
+    meta, data = found
+    safe_name = "".join(c for c in meta["filename"] if c.isprintable() and c not in '"\\/') or "attachment"
+    return Response(data, media_type=meta["contentType"], headers={
+        "Content-Disposition": f'attachment; filename="{safe_name}"',
+        "X-Content-Type-Options": "nosniff"})
 
 
 async def get_raw(request: Request) -> Response:

@@ -23,10 +23,16 @@ async def agent_view(rt: Any, row: dict[str, Any]) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     text, html = await rt.run(mime.bodies, raw)
+    if text is None and html is not None:
+        text = await rt.run(mime.html_to_text, html)
+    attachments = [{"filename": a["filename"], "contentType": a["content_type"], "sizeBytes": a["size"],
+                    "url": f"/v1/messages/{row['id']}/attachments/{a['index']}", "parsedText": a["parsed_text"],
+                    "extractionMethod": a["extraction_method"]}
+                   for a in await rt.run(mime.attachments_with_text, raw)]
     return {"id": row["id"], "from": row["from_addr"], "to": row["to_addrs"], "subject": row["subject"],
             "message_id": row["message_id"], "thread_id": row["thread_id"], "direction": row["direction"],
-            "body_text": text if text is not None else "", "body_html": html,
-            "attachments": await rt.run(mime.attachment_list, raw), "received_at": row["created_at"]}
+            "body_text": text or "", "body_html": html, "extracted_text": mime.extract_new_text(text or ""),
+            "attachments": attachments, "received_at": row["created_at"]}
 
 
 async def message_for_event(rt: Any, payload: dict[str, Any]) -> dict[str, Any] | None:

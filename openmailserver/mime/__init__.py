@@ -6,6 +6,7 @@ Subject/From/To, Date, Message-ID and the threading headers.
 
 from __future__ import annotations
 
+import io
 import re
 from email.header import decode_header, make_header
 from email.message import Message
@@ -14,6 +15,8 @@ from email.policy import compat32
 from email.utils import getaddresses
 from html.parser import HTMLParser
 from typing import Any
+
+from pypdf import PdfReader
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
 HEADER_SCAN_LIMIT = 256 * 1024
@@ -204,3 +207,44 @@ def extract_new_text(text: str) -> str:
             break
         kept.append(line)
     return "\n".join(kept).strip() + ("\n" if any(k.strip() for k in kept) else "")
+
+
+# Attachment text for agents: what is extracted, and the caps that bound the work.
+PARSE_MAX_BYTES = 10 * 1024 * 1024
+PARSED_TEXT_MAX_CHARS = 100_000
+
+
+def attachment_text(content_type: str, filename: str, data: bytes) -> tuple[str | None, str]:
+    """(text, extraction method) for text/*, CSV, HTML and PDF; (None, reason) otherwise."""
+    name = filename.lower()
+    if len(data) > PARSE_MAX_BYTES:
+        return None, "skipped_too_large"
+    try:
+        if content_type == "application/pdf" or name.endswith(".pdf"):
+            reader = PdfReader(io.BytesIO(data))
+            text = "\n".join((page.extract_text() or "") for page in reader.pages[:200])
+            method = "pdf"
+        elif content_type == "text/html" or name.endswith((".html", ".htm")):
+            text, method = html_to_text(data.decode("utf-8", "replace")), "html"
+        elif content_type in ("text/csv", "application/csv") or name.endswith(".csv"):
+            text, method = data.decode("utf-8-sig", "replace").replace("\r\n", "\n"), "csv"
+        elif content_type.startswith("text/") or content_type in ("application/json", "application/xml"):
+            text, method = data.decode("utf-8", "replace").replace("\r\n", "\n"), "text"
+        else:
+            return None, "unsupported"
+    except Exception:  # noqa: BLE001 - a damaged file yields no text, never an error
+        return None, "failed"
+    return text[:PARSED_TEXT_MAX_CHARS], method
+
+
+def attachments_with_text(raw: bytes) -> list[dict[str, Any]]:
+    """Attachment metadata plus extracted text: index, filename, content_type, size, parsed_text,
+    extraction_method."""
+    out = []
+    for meta in attachment_list(raw):
+        found = attachment_data(raw, meta["index"])
+        data = found[1] if found else b""
+        text, method = attachment_text(meta["contentType"], meta["filename"], data)
+        out.append({"index": meta["index"], "filename": meta["filename"], "content_type": meta["contentType"],
+                    "size": meta["sizeBytes"], "parsed_text": text, "extraction_method": method})
+    return out
