@@ -11,6 +11,7 @@ from .config import Settings
 from .core.throttle import AuthThrottle
 from .events import Hub
 from .store import AsyncDatabase, Database
+from .tls import server_context
 
 T = TypeVar("T")
 
@@ -28,6 +29,12 @@ class Runtime:
         self.queue_wakeup = asyncio.Event()  # set when new mail is queued
         self.idempotency_in_flight: set[tuple[str, str]] = set()
         self.started_at = time.time()
+        # One TLS context for every listener: reloading certificates (SIGHUP) reaches them all.
+        self.tls_context = server_context(settings.cert_path, settings.key_path)
+
+    def reload_tls(self) -> None:
+        """Load the certificate files again; new handshakes use them, open sessions keep theirs."""
+        self.tls_context.load_cert_chain(self.settings.cert_path, self.settings.key_path)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking work in the executor."""

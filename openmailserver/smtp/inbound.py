@@ -25,7 +25,6 @@ from ..core.deliver import Delivery, deliver
 from ..errors import MailError
 from ..logs import session_id
 from ..runtime import Runtime
-from ..tls import server_context
 from ..util import new_id
 from .authres import authenticate
 from .session import Limits, Session
@@ -153,7 +152,7 @@ class MXHandler:
 
 def session_factory(rt: Runtime, handler: Any, limits: Limits):
     settings = rt.settings
-    context = server_context(settings.cert_path, settings.key_path)
+    context = rt.tls_context
 
     def factory() -> Session:
         return Session(handler, limits=limits, hostname=settings.mail_host, ident="openmailserver",

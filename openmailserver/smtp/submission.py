@@ -23,7 +23,6 @@ from ..core.submit import allowed_senders, check_rate, check_sender, submit
 from ..errors import MailError
 from ..runtime import Runtime
 from ..store import accounts
-from ..tls import server_context
 from .session import Limits, Session
 
 log = logging.getLogger(__name__)
@@ -137,7 +136,7 @@ class SubmissionHandler:
 def _starter(implicit_tls: bool):
     async def start(rt: Runtime, sock: socket.socket):
         settings = rt.settings
-        context = server_context(settings.cert_path, settings.key_path)
+        context = rt.tls_context
         handler = SubmissionHandler(rt)
         limits = Limits(settings.smtp_max_connections, settings.smtp_max_connections_per_ip)
 
