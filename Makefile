@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages of the real protocol peers the tests drive.
-TEST_DEBS := swaks libnet-ssleay-perl
+TEST_DEBS := swaks libnet-ssleay-perl isync
 # Debian packages of the anchors `make bench` compares against (private instances under /tmp).
 BENCH_DEBS := postfix
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -42,5 +42,6 @@ clean:
 # Benchmarks against Postfix & co.; not part of `make test`. BENCH_ARGS e.g. "--reps 5 --profile".
 .PHONY: bench
 bench: | $(BIN)/python
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
+	@$(BIN)/python -c 'import httpx, matplotlib, openmailserver' 2>/dev/null && [ -x $(BIN)/py-spy ] || \
+	  $(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python -m bench.run --debs "$(BENCH_DEBS)" $(BENCH_ARGS)

@@ -10,6 +10,7 @@ from typing import Any, Callable, TypeVar
 from .config import Settings
 from .core.throttle import AuthThrottle
 from .events import Hub
+from .metrics import Metrics
 from .store import AsyncDatabase, Database
 from .tls import server_context
 
@@ -28,6 +29,11 @@ class Runtime:
         self.auth_throttle = AuthThrottle()
         self.queue_wakeup = asyncio.Event()  # set when new mail is queued
         self.idempotency_in_flight: set[tuple[str, str]] = set()
+        self.metrics = Metrics()
+        # Listener name -> callable giving its open session count (for /metrics and health).
+        self.session_counts: dict[str, Callable[[], int]] = {}
+        self.metrics.state.add("openmailserver_sessions", "Open sessions per listener", "listener",
+                               lambda: {name: count() for name, count in self.session_counts.items()})
         self.started_at = time.time()
         # One TLS context for every listener: reloading certificates (SIGHUP) reaches them all.
         self.tls_context = server_context(settings.cert_path, settings.key_path)

@@ -6,14 +6,15 @@ import logging
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from ..errors import MailError
 from ..runtime import Runtime
-from . import (aliases, backups, debug, events, health, mailboxes, messages, openapi, outbound, replies, send, threads,
-               webhooks)
+from . import (aliases, backups, debug, events, health, mailboxes, messages, openapi, ops, outbound, replies, send,
+               threads, webhooks)
 from .base import error_response
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,11 @@ def create_app(rt: Runtime) -> Starlette:
     routes = [
         Route("/health", health.health, methods=["GET"]),
         Route("/openapi.json", openapi.openapi, methods=["GET"]),
+        Route("/metrics", ops.metrics, methods=["GET"]),
+        Route("/.well-known/autoconfig/mail/config-v1.1.xml", ops.thunderbird, methods=["GET"]),
+        Route("/mail/config-v1.1.xml", ops.thunderbird, methods=["GET"]),
+        Route("/autodiscover/autodiscover.xml", ops.autodiscover, methods=["GET", "POST"]),
+        Route("/Autodiscover/Autodiscover.xml", ops.autodiscover, methods=["GET", "POST"]),
         Route("/v1/mailboxes", mailboxes.create_mailbox, methods=["POST"]),
         Route("/v1/mailboxes", mailboxes.list_mailboxes, methods=["GET"]),
         Route("/v1/mailboxes/{address}", mailboxes.get_mailbox, methods=["GET"]),
@@ -93,6 +99,7 @@ def create_app(rt: Runtime) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(ops.Timing, metrics=rt.metrics)],
         exception_handlers={MailError: _mail_error, HTTPException: _http_error, Exception: _unexpected},
     )
     app.state.runtime = rt

@@ -92,6 +92,7 @@ SCHEMAS: dict[str, S] = {
                   error=_nullable("string"), events=_array(OBJECT)),
 }
 
+XML = "application/xml"
 ADDRESS = {"name": "address", "in": "path", "required": True, "schema": STRING}
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
@@ -106,10 +107,20 @@ def _query(name: str, schema: S = STRING) -> S:
 
 
 # (method, path, summary, scope or None, parameters, request body schema, (status, response schema), errors)
-OPERATIONS: list[tuple[str, str, str, str | None, list[S], S | None, tuple[int, S | None], list[int]]] = [
+OPERATIONS: list[tuple[str, str, str, str | None, list[S], S | None, tuple[int, S | str | None], list[int]]] = [
     ("get", "/health", "Checks of the database, disk and every listener", None, [], None,
      (200, _ref("Health")), [503]),
     ("get", "/openapi.json", "This document", None, [], None, (200, OBJECT), []),
+    ("get", "/metrics", "Prometheus metrics", None, [], None, (200, "text/plain"), []),
+    ("get", "/.well-known/autoconfig/mail/config-v1.1.xml", "Thunderbird autoconfig", None, [], None,
+     (200, XML), []),
+    ("get", "/mail/config-v1.1.xml", "Thunderbird autoconfig (legacy path)", None, [], None, (200, XML), []),
+    ("get", "/autodiscover/autodiscover.xml", "Microsoft autodiscover", None, [], None, (200, XML), []),
+    ("post", "/autodiscover/autodiscover.xml", "Microsoft autodiscover", None, [], None, (200, XML), []),
+    ("get", "/Autodiscover/Autodiscover.xml", "Microsoft autodiscover (Outlook's spelling)", None, [], None,
+     (200, XML), []),
+    ("post", "/Autodiscover/Autodiscover.xml", "Microsoft autodiscover (Outlook's spelling)", None, [], None,
+     (200, XML), []),
     ("post", "/v1/mailboxes", "Create a mailbox (and its domain when new)", "admin", [],
      _obj(["local_part", "domain"], local_part=STRING, domain=STRING, password=STRING, quota=INTEGER,
           display_name=STRING), (201, _ref("MailboxCreated")), [400, 409, 413, 422]),
@@ -134,9 +145,9 @@ OPERATIONS: list[tuple[str, str, str, str | None, list[S], S | None, tuple[int, 
     ("get", "/v1/messages/{message_id}", "One message with its body", "mail:read",
      [_path_param("message_id"), _query("address")], None, (200, _ref("Message")), [404, 422]),
     ("get", "/v1/messages/{message_id}/raw", "The message as RFC 5322 text", "mail:read",
-     [_path_param("message_id"), _query("address")], None, (200, None), [404, 422]),
+     [_path_param("message_id"), _query("address")], None, (200, "message/rfc822"), [404, 422]),
     ("get", "/v1/messages/{message_id}/attachments/{index}", "An attachment's content", "mail:read",
-     [_path_param("message_id"), _path_param("index"), _query("address")], None, (200, None), [404, 422]),
+     [_path_param("message_id"), _path_param("index"), _query("address")], None, (200, "*/*"), [404, 422]),
     ("post", "/v1/messages/{message_id}/reply", "Reply to the sender (threaded, quoted)", "mail:send",
      [_path_param("message_id"), IDEMPOTENCY], _ref("ReplyRequest"), (200, _ref("Outbound")),
      [400, 404, 409, 413, 422, 429]),
@@ -190,7 +201,7 @@ OPERATIONS: list[tuple[str, str, str, str | None, list[S], S | None, tuple[int, 
      (200, _obj(["events", "next_after"], events=_array(_ref("Event")), next_after=INTEGER)), [422]),
     ("get", "/v1/events/stream", "Server-sent events: the log after Last-Event-ID, then live", "mail:read",
      [_query("types"), _query("mailbox"), {"name": "Last-Event-ID", "in": "header", "required": False,
-                                           "schema": STRING}], None, (200, None), [422]),
+                                           "schema": STRING}], None, (200, "text/event-stream"), [422]),
     ("post", "/v1/webhooks", "Register a webhook (the secret is shown once)", "mail:read", [],
      _obj(["url"], url=STRING, event_types=_array(STRING), inbox_ids=_array(STRING), enabled=BOOLEAN),
      (201, _ref("Webhook")), [400, 422]),
@@ -225,7 +236,9 @@ def document() -> dict[str, Any]:
     for method, path, summary, scope, params, body, (status, schema), errors in OPERATIONS:
         op: dict[str, Any] = {"summary": summary, "parameters": params, "responses": {}}
         response: dict[str, Any] = {"description": "Success"}
-        if schema is not None:
+        if isinstance(schema, str):  # a media type whose body is not JSON
+            response["content"] = {schema: {}}
+        elif schema is not None:
             response["content"] = {"application/json": {"schema": schema}}
         op["responses"][str(status)] = response
         codes = set(errors) | ({401, 403} if scope else set())

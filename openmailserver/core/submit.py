@@ -180,6 +180,7 @@ async def submit(rt: Runtime, *, mailbox: dict[str, Any], envelope_from: str, to
         raise
     for event in published:
         rt.hub.publish(event)
+    rt.metrics.submitted.labels(client.split(" ", 1)[0]).inc()
     outbound = await rt.adb.read(queue.get_outbound, outbound_id)
     if remote:
         rt.queue_wakeup.set()

@@ -156,7 +156,9 @@ class QueueRunner:
                     settled.update(r["id"] for r in message_rows)
                     continue
                 try:
-                    replies = await connection.send(first["sender"], [r["recipient"] for r in message_rows], data)
+                    with self.rt.metrics.delivery_seconds.time():
+                        replies = await connection.send(first["sender"], [r["recipient"] for r in message_rows],
+                                                        data)
                 except ConnectionFailed as exc:
                     pending = [r for r in rows if r["id"] not in settled]
                     await self._settle_all(pending, connection.hop, Reply(451, f"4.4.2 {exc}"), connection.tls)
@@ -220,6 +222,7 @@ class QueueRunner:
         events, finished_spool = await self.rt.adb.write(commit)
         for event in events:
             self.rt.hub.publish(event)
+            self.rt.metrics.outcomes.labels(event["payload"]["state"]).inc()
         for row in rows:
             log.info("delivery %s to=<%s> via=%s tls=%s: %s", row["id"], row["recipient"],
                      f"{hop.host}[{hop.ip}]" if hop else "-", tls or "none", replies.get(row["recipient"]))

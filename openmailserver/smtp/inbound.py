@@ -145,6 +145,7 @@ class MXHandler:
             await deliver(self.rt, deliveries)
         except MailError as exc:
             return exc.smtp_reply()
+        self.rt.metrics.received.inc(len(deliveries))
         log.info("delivered from=<%s> to %d mailbox(es) size=%d spf=%s dkim=%s dmarc=%s",
                  envelope.mail_from, len(deliveries), len(raw), results.spf, results.dkim, results.dmarc)
         return f"250 2.0.0 OK queued as {queue_id}"
@@ -165,6 +166,7 @@ def session_factory(rt: Runtime, handler: Any, limits: Limits):
 
 async def start_mx(rt: Runtime, sock: socket.socket):
     limits = Limits(rt.settings.smtp_max_connections, rt.settings.smtp_max_connections_per_ip)
+    rt.session_counts["smtp"] = lambda: limits.total
     loop = asyncio.get_running_loop()
     server = await loop.create_server(session_factory(rt, MXHandler(rt), limits), sock=sock)
 

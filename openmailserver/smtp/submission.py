@@ -51,6 +51,7 @@ class SubmissionHandler:
         mailbox = await self.rt.run(core_accounts.check_login, self.rt.db, username, password)
         if mailbox is None:
             self.rt.auth_throttle.failure(ip)
+            self.rt.metrics.auth_failures.labels("smtp").inc()
             log.info("submission login failed for %r from %s", username[:100], ip)
             return AuthResult(success=False, handled=False, message="535 5.7.8 Authentication credentials invalid")
         self.rt.auth_throttle.success(ip)
@@ -139,6 +140,7 @@ def _starter(implicit_tls: bool):
         context = rt.tls_context
         handler = SubmissionHandler(rt)
         limits = Limits(settings.smtp_max_connections, settings.smtp_max_connections_per_ip)
+        rt.session_counts["submission" if implicit_tls else "submission_starttls"] = lambda: limits.total
 
         def factory() -> Session:
             return Session(handler, limits=limits, hostname=settings.mail_host, ident="openmailserver",
