@@ -137,7 +137,9 @@ def serve(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None) ->
         print("\n".join(lines), file=sys.stderr, flush=True)
 
     try:
-        run(settings, ready)
+        # SIGHUP rebuilds the settings from the same file, environment and flags (see reload.py).
+        run(settings, ready, reload_settings=lambda: load_settings(
+            config_file=config, dev=dev, overrides=parse_assignments(set_ or [])))
     except StartupError as exc:
         err.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(1) from None
@@ -456,6 +458,89 @@ def restore(path: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetO
     except MailError as exc:
         _fail(exc, as_json)
     _emit(result, as_json, f"restored {result['files']} files into {result['data_dir']}")
+
+
+# ---- operations ----------------------------------------------------------------
+
+@app.command()
+def doctor(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Health and deliverability checks with the fix for each (exit 1 when any fails)."""
+    from . import doctor as checks
+
+    findings = checks.run(_settings(config, dev, set_))
+    colour = {"pass": "green", "warn": "yellow", "fail": "red"}
+    human = _table(["check", "status", "detail", "fix"],
+                   [[f.check, f"[{colour[f.status]}]{f.status}[/]", f.detail, f.fix] for f in findings])
+    _emit(checks.as_dicts(findings), as_json, human)
+    if any(f.status == "fail" for f in findings):
+        raise typer.Exit(1)
+
+
+@app.command()
+def reindex(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Reconcile Maildir and index: adopt unindexed files, drop rows whose file is gone (daemon stopped)."""
+    from .daemon import running_pid
+    from .store.reconcile import reconcile
+
+    settings = _settings(config, dev, set_)
+    if running_pid(settings):
+        _fail(MailError("daemon_running", f"a daemon serves {settings.data_dir}; it reindexes at start-up, "
+                        "or stop it first"), as_json)
+    report = reconcile(_db(settings), settings.mail_root)
+    data = {"adopted": report.adopted, "dropped": report.dropped, "renamed": report.renamed,
+            "tmp_removed": report.tmp_removed}
+    _emit(data, as_json, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in data.items()))
+
+
+@app.command()
+def send(sender: Annotated[str, typer.Option("--from", help="A mailbox (or its alias) on this server.")],
+         to: Annotated[list[str], typer.Option("--to", help="Recipient (repeatable).")],
+         subject: Annotated[str, typer.Option(help="Subject line.")] = "openmailserver test message",
+         body: Annotated[str, typer.Option(help="Text body.")] = "This is a test message from openmailserver.",
+         config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Send a test message through the queue (the running daemon delivers remote recipients)."""
+    import asyncio
+
+    from .core.testmail import send_test
+
+    settings = _settings(config, dev, set_)
+    try:
+        record = asyncio.run(send_test(settings, sender, to, subject, body))
+    except MailError as exc:
+        _fail(exc, as_json)
+    _emit(record, as_json, f"queued {record['queue_id']} ({record['state']}): openmailserver queue show "
+                           f"{record['id']}")
+
+
+@app.command()
+def logs(level: Annotated[str, typer.Option(help="Lowest level shown.")] = "info",
+         lines: Annotated[int, typer.Option("--lines", "-n", help="How many recent entries.")] = 50,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new entries.")] = False,
+         config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the daemon's log (JSON lines in data_dir/logs)."""
+    import time
+
+    from .logs import LOG_FILE, LEVELS, read_entries
+
+    settings = _settings(config, dev, set_)
+    if level not in LEVELS:
+        _fail(MailError("invalid_level", f"level must be one of {', '.join(LEVELS)}"), as_json)
+    path = settings.log_dir / LOG_FILE
+
+    def show(entries) -> None:
+        for entry in entries:
+            if as_json:
+                print(json.dumps(entry), flush=True)
+            else:
+                out.print(f"{entry.get('time')} {entry.get('level', '?'):<7} {entry.get('logger')} "
+                          f"[{entry.get('session')}] {entry.get('message')}", highlight=False, markup=False)
+
+    entries, offset = read_entries(path, LEVELS[level], lines)
+    show(entries)
+    while follow:
+        time.sleep(0.5)
+        entries, offset = read_entries(path, LEVELS[level], None, offset)
+        show(entries)
 
 
 # ---- settings --------------------------------------------------------------

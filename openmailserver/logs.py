@@ -12,6 +12,7 @@ import json
 import logging
 import logging.handlers
 import sys
+from collections import deque
 from datetime import datetime, timezone
 
 from .config import Settings
@@ -66,3 +67,30 @@ def setup_logging(settings: Settings, stderr: bool = True) -> None:
     # Library loggers that would otherwise echo every request or SMTP line.
     for noisy in ("uvicorn.access", "mail.log", "mail.debug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
+def read_entries(path, min_level: int, last: int | None, offset: int = 0) -> tuple[list[dict], int]:
+    """Log entries at `min_level` or above from byte `offset` on; only the newest `last` when given.
+
+    Returns the entries and the offset to continue from (for `--follow`).
+    """
+    entries: deque[dict] = deque(maxlen=last) if last else deque()
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            for raw in fh:
+                if not raw.endswith(b"\n"):  # a line still being written: read it next time
+                    break
+                offset += len(raw)
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    continue
+                if LEVELS.get(entry.get("level", "info"), 20) >= min_level:
+                    entries.append(entry)
+    except FileNotFoundError:
+        return [], 0
+    return list(entries), offset

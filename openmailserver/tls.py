@@ -55,3 +55,15 @@ def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_path, key_path)
     return context
+
+
+def certificate_status(cert_path: Path, warn_days: int = 14) -> dict:
+    """ok / warn (expires within `warn_days`) / fail (expired or unreadable), with the dates."""
+    try:
+        expires = certificate_expiry(cert_path)
+    except (OSError, ValueError) as exc:
+        return {"status": "fail", "error": str(exc), "path": str(cert_path)}
+    days = (expires - dt.datetime.now(dt.timezone.utc)).total_seconds() / 86400
+    status = "fail" if days <= 0 else "warn" if days < warn_days else "ok"
+    return {"status": status, "expires_at": expires.isoformat().replace("+00:00", "Z"), "days_left": int(days),
+            "path": str(cert_path)}

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections import deque
 from datetime import datetime, timezone
 
 from starlette.requests import Request
@@ -13,13 +11,11 @@ from starlette.responses import JSONResponse
 
 from .. import dnscheck, tls
 from ..errors import MailError, not_found
-from ..logs import LOG_FILE
+from ..logs import LEVELS, LOG_FILE, read_entries
 from ..store import accounts, messages, queue
 from .base import ok, principal, runtime
 from .health import collect_checks
 
-LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
-CERT_WARN_DAYS = 14
 
 
 async def _debug_principal(request: Request):
@@ -29,16 +25,6 @@ async def _debug_principal(request: Request):
     return await principal(request, "debug:read")
 
 
-def _certificate(rt) -> dict:
-    try:
-        expires = tls.certificate_expiry(rt.settings.cert_path)
-    except (OSError, ValueError) as exc:
-        return {"status": "fail", "error": str(exc)}
-    days = (expires - datetime.now(timezone.utc)).total_seconds() / 86400
-    status = "fail" if days <= 0 else "warn" if days < CERT_WARN_DAYS else "ok"
-    return {"status": status, "expires_at": expires.isoformat().replace("+00:00", "Z"), "days_left": int(days)}
-
-
 async def debug_health(request: Request) -> JSONResponse:
     await _debug_principal(request)
     rt = runtime(request)
@@ -46,7 +32,7 @@ async def debug_health(request: Request) -> JSONResponse:
     depth, oldest = await rt.adb.read(queue.queue_depth)
     checks["queue"] = {"status": "ok", "depth": depth, "oldest_created_at": oldest}
     checks["dns"] = await rt.run(dnscheck.resolver_answers)
-    checks["certificate"] = _certificate(rt)
+    checks["certificate"] = tls.certificate_status(rt.settings.cert_path)
     failed = failed or checks["dns"]["status"] == "fail" or checks["certificate"]["status"] == "fail"
     return JSONResponse({"status": "fail" if failed else "ok", **checks}, status_code=503 if failed else 200)
 
@@ -94,22 +80,6 @@ async def deliverability(request: Request) -> JSONResponse:
                .replace("+00:00", "Z"), "domains": report})
 
 
-def _tail(path, limit: int, level: int) -> list[dict]:
-    lines: deque[dict] = deque(maxlen=limit)
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if LEVELS.get(entry.get("level", "info"), 20) >= level:
-                    lines.append(entry)
-    except FileNotFoundError:
-        return []
-    return list(lines)
-
-
 async def logs(request: Request) -> JSONResponse:
     await _debug_principal(request)
     rt = runtime(request)
@@ -120,6 +90,6 @@ async def logs(request: Request) -> JSONResponse:
     if not limit.isdigit() or not 1 <= int(limit) <= 5000:
         raise MailError("invalid_limit", "limit must be an integer from 1 to 5000", http_status=422)
     started = time.perf_counter()
-    entries = await rt.run(_tail, rt.settings.log_dir / LOG_FILE, int(limit), LEVELS[level])
+    entries, _ = await rt.run(read_entries, rt.settings.log_dir / LOG_FILE, LEVELS[level], int(limit))
     return ok({"entries": entries, "count": len(entries),
                "elapsed_ms": round((time.perf_counter() - started) * 1000, 1)})
