@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Callable
 
 from ..errors import MailError, storage_full
 from ..runtime import Runtime
 from ..store import maildir, messages
+from ..util import iso, utcnow
 
 
 @dataclass
@@ -27,6 +29,12 @@ class Delivery:
     flags: set[str] = field(default_factory=set)
     direction: str = "inbound"
     event_type: str | None = "message.received"
+    # Skip the copy when this mailbox got the same Message-ID in the folder lately: a sender
+    # that retries after losing our 250 (RFC 1047's duplicate problem) then delivers once.
+    dedupe: bool = False
+
+
+DEDUPE_WINDOW = timedelta(hours=24)
 
 
 def _folder_path(rt: Runtime, d: Delivery):
@@ -36,12 +44,16 @@ def _folder_path(rt: Runtime, d: Delivery):
 
 def _index_all(conn: sqlite3.Connection, items: list[tuple[Delivery, str]],
                also: Callable[[sqlite3.Connection, list[dict]], Any] | None) -> list[dict]:
-    rows = [
-        messages.record_message(
+    since = iso(utcnow() - DEDUPE_WINDOW)
+    rows = []
+    for d, filename in items:
+        if d.dedupe and d.meta.get("message_id") and messages.has_recent(
+                conn, d.mailbox["id"], d.folder, d.meta["message_id"], since):
+            rows.append({"duplicate": True, "filename": filename})
+            continue
+        rows.append(messages.record_message(
             conn, mailbox_id=d.mailbox["id"], folder=d.folder, filename=filename, size=len(d.data),
-            meta=d.meta, flags=" ".join(sorted(d.flags)), direction=d.direction, event_type=d.event_type)
-        for d, filename in items
-    ]
+            meta=d.meta, flags=" ".join(sorted(d.flags)), direction=d.direction, event_type=d.event_type))
     if also is not None:
         also(conn, rows)
     return rows
@@ -63,9 +75,11 @@ async def deliver(rt: Runtime, deliveries: list[Delivery],
     if failure is None:
         try:
             rows = await rt.adb.write(_index_all, [(d, r) for d, r in zip(deliveries, results)], also)
-            for row in rows:
+            for path, row in zip(paths, rows):
                 if "event" in row:
                     rt.hub.publish(row["event"])
+                if row.get("duplicate"):
+                    await rt.run(maildir.remove_file, path, row["filename"])
             return rows
         except sqlite3.OperationalError as exc:
             failure = storage_full() if "full" in str(exc).lower() else exc

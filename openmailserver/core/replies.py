@@ -56,11 +56,11 @@ def _unique(addresses: list[str], exclude: set[str]) -> list[str]:
 
 def loop_guard(headers: Message, envelope_from: str | None) -> None:
     """Never answer automatic mail or bounces (RFC 3834 §2, RFC 5321 §4.5.5)."""
-    auto = (headers.get("Auto-Submitted") or "no").strip().lower()
+    auto = mime.header_str(headers, "Auto-Submitted", "no").strip().lower()
     if auto != "no":
         raise MailError("loop_guard", f"the message is automatic (Auto-Submitted: {auto}); it is not answered",
                         http_status=422, fix="send a new message instead if a person must be told")
-    if envelope_from == "" or "multipart/report" in (headers.get("Content-Type") or "").lower():
+    if envelope_from == "" or "multipart/report" in mime.header_str(headers, "Content-Type").lower():
         raise MailError("loop_guard", "the message is a delivery report; it is not answered", http_status=422)
 
 

@@ -46,6 +46,12 @@ def decode_text(value: Any) -> str:
         return str(value).strip()
 
 
+def header_str(message: Message, name: str, default: str = "") -> str:
+    """A header as a plain string; compat32 hands back `Header` objects for 8-bit values."""
+    value = message.get(name)
+    return default if value is None else str(value)
+
+
 def message_ids(value: Any) -> list[str]:
     """Message-IDs in a Message-ID/In-Reply-To/References value, without brackets."""
     if not value:
@@ -96,7 +102,7 @@ def bodies(raw: bytes) -> tuple[str | None, str | None]:
     for part in message.walk():
         if part.is_multipart():
             continue
-        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+        disposition = header_str(part, "Content-Disposition").split(";")[0].strip().lower()
         if disposition == "attachment":
             continue
         ctype = part.get_content_type()
@@ -107,6 +113,14 @@ def bodies(raw: bytes) -> tuple[str | None, str | None]:
     return text, html
 
 
+def _filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except (TypeError, ValueError, AttributeError):  # malformed RFC 2231 parameters
+        return None
+    return str(name) if name is not None else None
+
+
 def attachment_list(raw: bytes) -> list[dict[str, Any]]:
     """Metadata of every attachment: filename, contentType, sizeBytes, index (for download)."""
     try:
@@ -115,8 +129,8 @@ def attachment_list(raw: bytes) -> list[dict[str, Any]]:
         return []
     out = []
     for index, part in enumerate(p for p in message.walk() if not p.is_multipart()):
-        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
-        filename = part.get_filename()
+        disposition = header_str(part, "Content-Disposition").split(";")[0].strip().lower()
+        filename = _filename(part)
         if disposition != "attachment" and not filename:
             continue
         payload = part.get_payload(decode=True) or b""
@@ -133,7 +147,7 @@ def attachment_data(raw: bytes, index: int) -> tuple[dict[str, Any], bytes] | No
         return None
     for n, part in enumerate(p for p in message.walk() if not p.is_multipart()):
         if n == index:
-            filename = part.get_filename()
+            filename = _filename(part)
             meta = {"index": n, "filename": decode_text(filename) if filename else f"attachment-{n}",
                     "contentType": part.get_content_type()}
             return meta, part.get_payload(decode=True) or b""

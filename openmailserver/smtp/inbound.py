@@ -139,8 +139,8 @@ class MXHandler:
         for mailbox, rcpt, subaddress in envelope.targets.values():
             head = (trace_header("Return-Path", f"<{envelope.mail_from}>") + trace_header("Delivered-To", rcpt)
                     + received.replace(b"{for}", f" for <{rcpt}>".encode("utf-8")) + trace_common)
-            deliveries.append(Delivery(mailbox=mailbox, data=head + raw,
-                                       meta={**meta, "subaddress": subaddress}))
+            deliveries.append(Delivery(mailbox=mailbox, data=head + raw, meta={**meta, "subaddress": subaddress},
+                                       dedupe=True))
         try:
             await deliver(self.rt, deliveries)
         except MailError as exc:

@@ -151,6 +151,14 @@ def record_message(conn: sqlite3.Connection, *, mailbox_id: str, folder: str, fi
     return row
 
 
+def has_recent(conn: sqlite3.Connection, mailbox_id: str, folder: str, message_id: str, since: str) -> bool:
+    """Whether the folder holds a message with this Message-ID indexed since `since`."""
+    return conn.execute(
+        "SELECT 1 FROM messages m JOIN folders f ON f.id = m.folder_id WHERE m.mailbox_id = ? AND f.name = ? "
+        "AND m.message_id = ? AND m.created_at >= ? LIMIT 1", (mailbox_id, folder, message_id, since)
+    ).fetchone() is not None
+
+
 def folder_files(conn: sqlite3.Connection, folder_id: int) -> list[Row]:
     rows = conn.execute("SELECT id, uid, filename, size FROM messages WHERE folder_id = ?", (folder_id,))
     return [dict(r) for r in rows]
@@ -219,3 +227,41 @@ def thread_messages(conn: sqlite3.Connection, thread_id: str) -> list[Row]:
         "SELECT m.*, f.name AS folder FROM messages m JOIN folders f ON f.id = m.folder_id "
         "WHERE m.thread_id = ? ORDER BY m.created_at, m.uid", (thread_id,))
     return [dict(r) for r in rows]
+
+
+# ---- paging for the compatibility APIs (page/offset and totals) --------------
+
+def page_messages(conn: sqlite3.Connection, mailbox_id: str, limit: int, offset: int = 0,
+                  direction: str | None = None) -> tuple[list[Row], int]:
+    """Messages of every folder but Trash, newest first, and their total."""
+    where = "m.mailbox_id = ? AND f.name != 'Trash'"
+    args: list[Any] = [mailbox_id]
+    if direction is not None:
+        where += " AND m.direction = ?"
+        args.append(direction)
+    base = f"FROM messages m JOIN folders f ON f.id = m.folder_id WHERE {where}"
+    total = conn.execute(f"SELECT COUNT(*) {base}", args).fetchone()[0]
+    rows = conn.execute(f"SELECT m.*, f.name AS folder {base} ORDER BY m.created_at DESC, m.uid DESC "
+                        "LIMIT ? OFFSET ?", (*args, limit, offset))
+    return [dict(r) for r in rows], total
+
+
+def page_threads(conn: sqlite3.Connection, mailbox_id: str, limit: int, offset: int = 0) -> tuple[list[Row], int]:
+    """Threads by newest activity, and their total."""
+    where = "WHERE mailbox_id = ? AND message_count > 0"
+    total = conn.execute(f"SELECT COUNT(*) FROM threads {where}", (mailbox_id,)).fetchone()[0]
+    rows = conn.execute(f"SELECT * FROM threads {where} ORDER BY last_message_at DESC, id DESC LIMIT ? OFFSET ?",
+                        (mailbox_id, limit, offset))
+    return [dict(r) for r in rows], total
+
+
+def thread_rows_by_folder(conn: sqlite3.Connection, thread_id: str) -> dict[int, list[int]]:
+    """The UIDs of a thread's messages, per folder id."""
+    out: dict[int, list[int]] = {}
+    for folder_id, uid in conn.execute("SELECT folder_id, uid FROM messages WHERE thread_id = ?", (thread_id,)):
+        out.setdefault(folder_id, []).append(uid)
+    return out
+
+
+def delete_thread_row(conn: sqlite3.Connection, thread_id: str) -> None:
+    conn.execute("DELETE FROM threads WHERE id = ?", (thread_id,))

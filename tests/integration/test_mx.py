@@ -310,3 +310,11 @@ def test_helo_works_too(mx):
     s.close()
     with socket.create_connection(("127.0.0.1", mx.smtp_port)) as raw:
         raw.sendall(b"QUIT\r\n")
+
+
+def test_a_retried_message_is_stored_once(mx):
+    """A sender that lost our 250 sends again: the same Message-ID is not stored twice (RFC 1047)."""
+    data = build_message("x@remote.test", "alice@a.test", "retried", message_id="<same@remote.test>")
+    assert send(mx.smtp_port, "x@remote.test", ["alice@a.test"], data) == {}
+    assert send(mx.smtp_port, "x@remote.test", ["alice@a.test", "bob@a.test"], data) == {}
+    assert len(mx.messages_on_disk("alice@a.test")) == 1 and len(mx.messages_on_disk("bob@a.test")) == 1
