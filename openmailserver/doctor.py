@@ -7,7 +7,6 @@ to the configured ports and asks DNS (through `dns_nameservers`) directly.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 from dataclasses import asdict, dataclass
 
@@ -15,8 +14,8 @@ from . import dnscheck, resolver, tls
 from .config import Settings
 from .daemon import PORT_SETTINGS, running_pid
 from .store import Database, accounts
+from .util import disk_status
 
-MIN_FREE_BYTES = 200 * 1024 * 1024
 
 
 @dataclass
@@ -65,10 +64,11 @@ def run(settings: Settings) -> list[Finding]:
     try:
         domains = db.read(accounts.list_domains)
         findings.append(Finding("database", "pass", f"{settings.db_path} ({len(domains)} domains)"))
-        usage = shutil.disk_usage(settings.data_dir)
-        findings.append(Finding("disk", "pass" if usage.free >= MIN_FREE_BYTES else "fail",
-                                f"{usage.free // (1024 * 1024)} MiB free in {settings.data_dir}",
-                                "" if usage.free >= MIN_FREE_BYTES else "free space or grow the disk"))
+        disk = disk_status(settings.data_dir)
+        ok = disk["status"] == "ok"
+        findings.append(Finding("disk", "pass" if ok else "fail",
+                                f"{disk['free_bytes'] // (1024 * 1024)} MiB free in {settings.data_dir}",
+                                "" if ok else "free space or grow the disk"))
         writable = os.access(settings.data_dir, os.W_OK)
         findings.append(Finding("data dir", "pass" if writable else "fail", str(settings.data_dir),
                                 "" if writable else "chown -R openmailserver: the data dir"))

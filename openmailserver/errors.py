@@ -7,6 +7,9 @@ protocol adapter formats it.
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 
 class MailError(Exception):
     def __init__(
@@ -52,6 +55,13 @@ def not_found(what: str) -> MailError:
 
 def conflict(message: str) -> MailError:
     return MailError("conflict", message, http_status=409, smtp=(550, "5.0.0"))
+
+
+def storage_exhausted(exc: BaseException) -> bool:
+    """Whether an exception means the disk (or quota) is full: ENOSPC, or SQLite saying so."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
 
 
 def storage_full(message: str = "insufficient storage on the server") -> MailError:

@@ -8,6 +8,7 @@ command or a header never reaches a log; passwords are never logged at all.
 from __future__ import annotations
 
 import contextvars
+import errno
 import json
 import logging
 import logging.handlers
@@ -46,6 +47,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _FileHandler(logging.handlers.RotatingFileHandler):
+    """A full disk costs log lines, not a traceback on stderr for every record."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return
+        super().handleError(record)
+
+
 def setup_logging(settings: Settings, stderr: bool = True) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -54,7 +65,7 @@ def setup_logging(settings: Settings, stderr: bool = True) -> None:
                   ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO")
     redact = _Redact()
     settings.log_dir.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.handlers.RotatingFileHandler(
+    file_handler = _FileHandler(
         settings.log_dir / LOG_FILE, maxBytes=50 * 1024 * 1024, backupCount=5, encoding="utf-8")
     file_handler.setFormatter(JsonFormatter())
     file_handler.addFilter(redact)

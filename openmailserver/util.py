@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 from datetime import datetime, timezone
 
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
@@ -24,3 +25,11 @@ def iso(dt: datetime) -> str:
 
 def now_iso() -> str:
     return iso(utcnow())
+
+
+def disk_status(path) -> dict:
+    """Free space where mail lives; `fail` below 200 MiB, or below 2% on a disk too small for that."""
+    usage = shutil.disk_usage(path)
+    floor = min(200 * 1024 * 1024, usage.total // 50)
+    return {"status": "ok" if usage.free >= floor else "fail", "free_bytes": usage.free,
+            "total_bytes": usage.total, "path": str(path)}

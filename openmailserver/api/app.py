@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from ..errors import MailError
+from ..errors import MailError, storage_exhausted, storage_full
 from ..runtime import Runtime
 from . import (aliases, backups, debug, events, health, mailboxes, messages, openapi, ops, outbound, replies, send,
                threads, webhooks)
@@ -37,6 +37,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if storage_exhausted(exc):
+        return error_response(storage_full())
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"error": "internal_error", "message": "the server failed to handle this request"},
                         status_code=500)

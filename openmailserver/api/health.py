@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from typing import Any
 
@@ -12,9 +11,9 @@ from starlette.responses import JSONResponse
 
 from .. import __version__
 from ..store import accounts
+from ..util import disk_status
 from .base import runtime
 
-MIN_FREE_BYTES = 200 * 1024 * 1024
 
 
 async def _check_database(rt) -> dict[str, Any]:
@@ -25,13 +24,6 @@ async def _check_database(rt) -> dict[str, Any]:
         return {"status": "fail", "error": str(exc)}
     return {"status": "ok", "domains": len(domains),
             "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
-
-
-def _check_disk(rt) -> dict[str, Any]:
-    usage = shutil.disk_usage(rt.settings.data_dir)
-    status = "ok" if usage.free >= MIN_FREE_BYTES else "fail"
-    return {"status": status, "free_bytes": usage.free, "total_bytes": usage.total,
-            "path": str(rt.settings.data_dir)}
 
 
 async def _check_listener(host: str, port: int) -> dict[str, Any]:
@@ -55,7 +47,7 @@ async def collect_checks(rt) -> tuple[dict[str, Any], bool]:
         _check_database(rt), *(_check_listener(*rt.listeners[n]) for n in names))
     checks = {
         "database": database,
-        "disk": _check_disk(rt),
+        "disk": disk_status(rt.settings.data_dir),
         "listeners": dict(zip(names, listener_checks)),
     }
     failed = database["status"] != "ok" or checks["disk"]["status"] != "ok" or any(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable
 
-from ..errors import MailError, storage_full
+from ..errors import MailError, storage_exhausted, storage_full
 from ..runtime import Runtime
 from ..store import maildir, messages
 from ..util import iso, utcnow
@@ -81,10 +81,8 @@ async def deliver(rt: Runtime, deliveries: list[Delivery],
                 if row.get("duplicate"):
                     await rt.run(maildir.remove_file, path, row["filename"])
             return rows
-        except sqlite3.OperationalError as exc:
-            failure = storage_full() if "full" in str(exc).lower() else exc
         except Exception as exc:  # noqa: BLE001 - cleaned up below, then re-raised
-            failure = exc
+            failure = storage_full() if storage_exhausted(exc) else exc
     for path, filename in written:
         await rt.run(maildir.remove_file, path, filename)
     if isinstance(failure, MailError):

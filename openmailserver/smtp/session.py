@@ -18,6 +18,8 @@ from collections import Counter
 
 from aiosmtpd.smtp import SMTP
 
+from ..errors import storage_exhausted
+
 log = logging.getLogger(__name__)
 
 BAD_LINE = "X-OMS-BAD-LINE"
@@ -158,5 +160,7 @@ class Session(SMTP):
         await self.push("500 5.5.2 Line must end in CRLF and hold no NUL characters (RFC 5321 section 2.3.8)")
 
     async def handle_exception(self, error: Exception) -> str:
+        if storage_exhausted(error):
+            return "452 4.3.1 Insufficient system storage, try again later"
         log.exception("SMTP session error from %s", self.session.peer if self.session else "?")
         return "451 4.3.0 Internal error, try again later"
