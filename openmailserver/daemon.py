@@ -115,6 +115,12 @@ def _starters() -> dict[str, Starter]:
             "submission_starttls": start_starttls}
 
 
+def served_listeners(settings: Settings) -> dict[str, tuple[str, int]]:
+    """The enabled listeners this version serves: name -> (address, port)."""
+    starters = _starters()
+    return {name: addr for name, addr in settings.listeners().items() if name in starters}
+
+
 async def _start_service(rt: Runtime, service) -> Callable[[], Awaitable[None]]:
     """A background service beside the listeners: the outbound queue, the webhook dispatcher."""
     runner = service(rt)
@@ -130,7 +136,7 @@ async def _start_service(rt: Runtime, service) -> Callable[[], Awaitable[None]]:
 
 async def _serve(settings: Settings, ready: Callable[[Runtime], None] | None) -> None:
     starters = _starters()
-    wanted = {name: addr for name, addr in settings.listeners().items() if name in starters}
+    wanted = served_listeners(settings)
     sockets: dict[str, socket.socket] = {}
     try:
         for name, (host, port) in wanted.items():

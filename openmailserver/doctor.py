@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 from . import dnscheck, resolver, tls
 from .config import Settings
-from .daemon import PORT_SETTINGS, running_pid
+from .daemon import PORT_SETTINGS, running_pid, served_listeners
 from .store import Database, accounts
 from .util import disk_status
 
@@ -28,7 +28,7 @@ class Finding:
 
 def _listeners(settings: Settings, running: bool) -> list[Finding]:
     found = []
-    for name, (host, port) in settings.listeners().items():
+    for name, (host, port) in served_listeners(settings).items():
         target = "127.0.0.1" if host in ("0.0.0.0", "") else host
         try:
             with socket.create_connection((target, port), timeout=2):
