@@ -36,11 +36,11 @@ _host = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "loc
 
 def mailbox_root(mail_root: Path, domain: str, local: str) -> Path:
     """The Maildir of a mailbox. `domain` and `local` must come from `address` validation."""
-    path = mail_root / domain / local
-    # Defence in depth: a validated address can never leave the mail root.
-    if path.resolve().parent.parent != mail_root.resolve():
-        raise ValueError(f"mailbox path escapes the mail root: {domain}/{local}")
-    return path
+    # Defence in depth: a validated address never holds a separator or a dot-only name.
+    for part in (domain, local):
+        if not part or "/" in part or "\0" in part or part.strip(".") == "":
+            raise ValueError(f"mailbox path escapes the mail root: {domain}/{local}")
+    return mail_root / domain / local
 
 
 def folder_dir(root: Path, folder: str) -> Path:
