@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian packages of the real protocol peers the tests drive.
-TEST_DEBS := swaks libnet-ssleay-perl isync
+# Debian packages of the real protocol peers the tests drive (uuid-runtime: `uuidgen`, which the
+# seed documents' curl examples and the generated SKILL.md call).
+TEST_DEBS := swaks libnet-ssleay-perl isync uuid-runtime systemd python3-venv python3-seccomp
 # Debian packages of the anchors `make bench` compares against (private instances under /tmp).
 BENCH_DEBS := postfix
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

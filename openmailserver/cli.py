@@ -137,7 +137,9 @@ def serve(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None) ->
         print("\n".join(lines), file=sys.stderr, flush=True)
 
     try:
-        run(settings, ready)
+        # SIGHUP rebuilds the settings from the same file, environment and flags (see reload.py).
+        run(settings, ready, reload_settings=lambda: load_settings(
+            config_file=config, dev=dev, overrides=parse_assignments(set_ or [])))
     except StartupError as exc:
         err.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -3,7 +3,9 @@
 Sockets are bound before anything else starts, so a port that is taken or
 privileged stops the daemon at once with a message naming the port and the
 fix. SIGTERM/SIGINT stop accepting, let sessions finish, flush the store and
-exit well within 10 seconds.
+exit well within 10 seconds. Under systemd (`Type=notify`) the daemon reports
+READY=1 once every listener is up and STOPPING=1 when shutdown begins; SIGHUP
+reloads TLS certificates and the settings that can change live (reload.py).
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import logging
 import os
 import signal
 import socket
-import sys
 from typing import Awaitable, Callable
 
 import uvicorn
 
+from . import systemd
 from .config import Settings
 from .delivery.queue import QueueRunner
+from .reload import reload as reload_runtime
 from .resolver import install as install_resolver
 from .runtime import Runtime
 from .store import Database
@@ -134,7 +137,8 @@ async def _start_service(rt: Runtime, service) -> Callable[[], Awaitable[None]]:
     return stop
 
 
-async def _serve(settings: Settings, ready: Callable[[Runtime], None] | None) -> None:
+async def _serve(settings: Settings, ready: Callable[[Runtime], None] | None,
+                 reload_settings: Callable[[], Settings] | None = None) -> None:
     starters = _starters()
     wanted = served_listeners(settings)
     sockets: dict[str, socket.socket] = {}
@@ -158,6 +162,21 @@ async def _serve(settings: Settings, ready: Callable[[Runtime], None] | None) ->
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_event.set)
+
+    serving = False
+
+    def on_sighup() -> None:  # `systemctl reload`: certificates and live settings (see reload.py)
+        log.info("SIGHUP: reloading")
+        if serving:
+            systemd.notify_reloading("reloading")
+        try:
+            reload_runtime(rt, reload_settings)
+        except Exception:  # a failed reload must never take the daemon down
+            log.exception("reload failed")
+        if serving:
+            systemd.notify_ready(_status(rt))
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     try:
         for name, sock in sockets.items():
             stoppers.append(await starters[name](rt, sock))
@@ -168,8 +187,12 @@ async def _serve(settings: Settings, ready: Callable[[Runtime], None] | None) ->
         settings.pid_path.write_text(f"{os.getpid()}\n")
         if ready:
             ready(rt)
+        serving = True
+        systemd.notify_ready(_status(rt))
         await stop_event.wait()
+        serving = False
         log.info("shutting down")
+        systemd.notify_stopping("shutting down")
     finally:
         results = await asyncio.wait_for(
             asyncio.gather(*(stop() for stop in reversed(stoppers)), return_exceptions=True),
@@ -183,15 +206,20 @@ async def _serve(settings: Settings, ready: Callable[[Runtime], None] | None) ->
         log.info("stopped")
 
 
-def run(settings: Settings, ready: Callable[[Runtime], None] | None = None) -> None:
-    """Run the daemon until SIGTERM/SIGINT."""
+def _status(rt: Runtime) -> str:
+    return "serving " + ", ".join(f"{name} {port}" for name, (_, port) in rt.listeners.items())
+
+
+def run(settings: Settings, ready: Callable[[Runtime], None] | None = None,
+        reload_settings: Callable[[], Settings] | None = None) -> None:
+    """Run the daemon until SIGTERM/SIGINT; SIGHUP reloads (`reload_settings` rebuilds the settings)."""
     try:
         import uvloop
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.Runner()
     with runner:
-        runner.run(_serve(settings, ready))
+        runner.run(_serve(settings, ready, reload_settings))
 
 
 def running_pid(settings: Settings) -> int | None:

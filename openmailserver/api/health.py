@@ -1,4 +1,4 @@
-"""`GET /health`: real checks of the database, the disk and every listener."""
+"""`GET /health`: real checks of the database, the disk, every listener and the TLS certificate."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .. import __version__
+from .. import __version__, tls
 from ..store import accounts
 from ..util import disk_status
 from .base import runtime
@@ -58,6 +58,9 @@ async def collect_checks(rt) -> tuple[dict[str, Any], bool]:
 async def health(request: Request) -> JSONResponse:
     rt = runtime(request)
     checks, failed = await collect_checks(rt)
+    # "warn" 14 days before the certificate expires; "fail" once it has (or is unreadable).
+    checks["certificate"] = tls.certificate_status(rt.settings.cert_path)
+    failed = failed or checks["certificate"]["status"] == "fail"
     body = {"status": "fail" if failed else "ok", "version": __version__,
             "uptime_seconds": round(time.time() - rt.started_at, 1), **checks}
     return JSONResponse(body, status_code=503 if failed else 200)

@@ -82,7 +82,8 @@ SCHEMAS: dict[str, S] = {
                     disabled_reason=_nullable("string"), created_at=STRING, secret=STRING),
     "ReplyRequest": _obj([], text=STRING, html=STRING, cc=ADDRESS_LIST, bcc=ADDRESS_LIST, include_quote=BOOLEAN,
                          attachments=_array(OBJECT)),
-    "Health": _obj(["status"], status={"enum": ["ok", "fail"]}, database=OBJECT, disk=OBJECT, listeners=OBJECT),
+    "Health": _obj(["status"], status={"enum": ["ok", "fail"]}, database=OBJECT, disk=OBJECT, listeners=OBJECT,
+                   certificate=OBJECT),
     "Backup": _obj(["path", "encrypted"], path=STRING, encrypted=BOOLEAN, size=INTEGER, files=INTEGER,
                    created_at=STRING),
     "BackupListing": _obj(["path", "name", "size"], path=STRING, name=STRING, size=INTEGER, created_at=STRING),
@@ -108,8 +109,8 @@ def _query(name: str, schema: S = STRING) -> S:
 
 # (method, path, summary, scope or None, parameters, request body schema, (status, response schema), errors)
 OPERATIONS: list[tuple[str, str, str, str | None, list[S], S | None, tuple[int, S | str | None], list[int]]] = [
-    ("get", "/health", "Checks of the database, disk and every listener", None, [], None,
-     (200, _ref("Health")), [503]),
+    ("get", "/health", "Checks of the database, disk, every listener and the TLS certificate "
+     "(warn 14 days before expiry)", None, [], None, (200, _ref("Health")), [503]),
     ("get", "/openapi.json", "This document", None, [], None, (200, OBJECT), []),
     ("get", "/metrics", "Prometheus metrics", None, [], None, (200, "text/plain"), []),
     ("get", "/.well-known/autoconfig/mail/config-v1.1.xml", "Thunderbird autoconfig", None, [], None,
