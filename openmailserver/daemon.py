@@ -111,11 +111,12 @@ async def _start_api(rt: Runtime, sock: socket.socket) -> Callable[[], Awaitable
 
 def _starters() -> dict[str, Starter]:
     """The listeners this version implements."""
+    from .imap.server import start_imap, start_imaps
     from .smtp.inbound import start_mx
     from .smtp.submission import start_implicit_tls, start_starttls
 
     return {"api": _start_api, "smtp": start_mx, "submission": start_implicit_tls,
-            "submission_starttls": start_starttls}
+            "submission_starttls": start_starttls, "imap": start_imap, "imaps": start_imaps}
 
 
 def served_listeners(settings: Settings) -> dict[str, tuple[str, int]]:

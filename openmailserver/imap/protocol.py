@@ -123,7 +123,7 @@ __all__ = [
     "QUOTED_MAX", "STATUS_ITEMS", "SUPPORTED_CHARSETS", "SYSTEM_FLAGS", "UID_COMMANDS",
     "FETCH_MACROS",
     # errors
-    "ParseError", "BadCharsetError",
+    "ParseError", "BadCharsetError", "InvalidMailboxName",
     # framing
     "CommandReader", "RawCommand", "LiteralAnnounced", "FramingError", "IdleDone",
     "ContinuationLine", "ReaderEvent",
@@ -258,6 +258,17 @@ class BadCharsetError(ParseError):
             code="BADCHARSET (" + " ".join(SUPPORTED_CHARSETS) + ")",
         )
         self.charset = charset
+
+
+class InvalidMailboxName(ParseError):
+    """A mailbox name (or LIST pattern) that is not valid modified UTF-7 (RFC 3501 §5.1.3).
+
+    The command is well-formed; the name just cannot exist. Servers answer
+    ``NO`` (and LIST/LSUB simply match nothing), not ``BAD``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("Mailbox name is not valid modified UTF-7", code="CANNOT")
 
 
 # --------------------------------------------------------------------------
@@ -1142,14 +1153,14 @@ def decode_mutf7(text: str | bytes) -> str:
         try:
             text = bytes(text).decode("ascii")
         except UnicodeDecodeError:
-            raise ParseError("Mailbox name is not valid modified UTF-7") from None
+            raise InvalidMailboxName() from None
     out: list[str] = []
     i, n = 0, len(text)
     after_shift = False
     while i < n:
         ch = text[i]
         if not " " <= ch <= "~":
-            raise ParseError("Mailbox name is not valid modified UTF-7")
+            raise InvalidMailboxName()
         if ch != "&":
             out.append(ch)
             after_shift = False
@@ -1157,7 +1168,7 @@ def decode_mutf7(text: str | bytes) -> str:
             continue
         end = text.find("-", i + 1)
         if end < 0:
-            raise ParseError("Mailbox name is not valid modified UTF-7")
+            raise InvalidMailboxName()
         chunk = text[i + 1 : end]
         i = end + 1
         if not chunk:
@@ -1165,18 +1176,18 @@ def decode_mutf7(text: str | bytes) -> str:
             after_shift = False
             continue
         if after_shift or not _MUTF7_B64_RE.fullmatch(chunk) or len(chunk) % 4 == 1:
-            raise ParseError("Mailbox name is not valid modified UTF-7")
+            raise InvalidMailboxName()
         b64 = chunk.replace(",", "/")
         try:
             raw = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
             decoded = raw.decode("utf-16-be")
         except (binascii.Error, UnicodeDecodeError):
-            raise ParseError("Mailbox name is not valid modified UTF-7") from None
+            raise InvalidMailboxName() from None
         # Canonical form only: no stray bits, and printable ASCII never encoded.
         if base64.b64encode(raw).decode("ascii").rstrip("=") != b64 or any(
             " " <= c <= "~" for c in decoded
         ):
-            raise ParseError("Mailbox name is not valid modified UTF-7")
+            raise InvalidMailboxName()
         out.append(decoded)
         after_shift = True
     return "".join(out)

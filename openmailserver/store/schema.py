@@ -243,4 +243,29 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO webhook_cursor (id, seq) SELECT 1, COALESCE(MAX(seq), 0) FROM events
     """,
+    # 6: what the compatibility APIs (/v1/inboxes, /api/v0) keep about inboxes, domains
+    # and webhooks: the caller's own ids, display data, domain verification results,
+    # and server secrets (the key that signs expiring download URLs).
+    """
+    ALTER TABLE mailboxes ADD COLUMN external_id TEXT;
+    ALTER TABLE mailboxes ADD COLUMN client_id TEXT;
+    ALTER TABLE mailboxes ADD COLUMN updated_at TEXT;
+    CREATE INDEX mailboxes_external_id ON mailboxes (external_id);
+    ALTER TABLE domains ADD COLUMN feedback_enabled INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE domains ADD COLUMN dns_records TEXT;
+    ALTER TABLE domains ADD COLUMN checked_at TEXT;
+    ALTER TABLE domains ADD COLUMN updated_at TEXT;
+    ALTER TABLE webhooks ADD COLUMN client_id TEXT;
+    ALTER TABLE webhooks ADD COLUMN updated_at TEXT;
+    CREATE TABLE server_secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )
+    """,
+    # 7: an index covering what IMAP SELECT reads (uid, modseq, flags), so opening a
+    # large folder reads the index only, not every wide message row.
+    """
+    CREATE INDEX messages_folder_flags ON messages (folder_id, uid, modseq, flags)
+    """,
 ]

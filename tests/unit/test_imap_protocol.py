@@ -30,6 +30,7 @@ from openmailserver.imap.protocol import (
     FramingError,
     IdArgs,
     IdleDone,
+    InvalidMailboxName,
     ListArgs,
     LiteralAnnounced,
     LiteralData,
@@ -1129,3 +1130,12 @@ def test_prop_format_sequence_set(numbers):
                                                   timezone(timedelta(hours=5, minutes=45))])))
 def test_prop_internaldate_roundtrip(dt):
     assert parse_imap_datetime(imap_date(dt)) == dt.replace(microsecond=0)
+
+
+@pytest.mark.parametrize("line", [b'a SELECT "&Jjo"', b"a LIST \"\" &-&", b'a APPEND "&AGE-" {1}\r\nx', b"a RENAME x &abc"])
+def test_broken_modified_utf7_is_a_distinct_parse_error(line):
+    """Servers answer NO (or an empty LIST), not BAD, for names that cannot exist (RFC 3501 §5.1.3)."""
+    with pytest.raises(InvalidMailboxName) as info:
+        parse_command(line)
+    assert isinstance(info.value, ParseError) and info.value.code == "CANNOT"
+    assert info.value.tag == "a" and info.value.command in ("SELECT", "LIST", "APPEND", "RENAME")
