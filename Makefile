@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # seed documents' curl examples and the generated SKILL.md call).
 TEST_DEBS := swaks libnet-ssleay-perl isync uuid-runtime systemd python3-venv python3-seccomp
 # Debian packages of the anchors `make bench` compares against (private instances under /tmp).
-BENCH_DEBS := postfix
+BENCH_DEBS := postfix dovecot-imapd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test debs clean
@@ -40,9 +40,10 @@ test: $(VENV)/.test-deps debs
 clean:
 	rm -rf $(VENV) data .pytest_cache
 
-# Benchmarks against Postfix & co.; not part of `make test`. BENCH_ARGS e.g. "--reps 5 --profile".
+# Benchmarks against Postfix and Dovecot, and the reliability tests at a bigger size; not part of `make test`.
+# BENCH_ARGS e.g. "--reps 5 --profile", "--only imap", "--quick --reps 1".
 .PHONY: bench
 bench: | $(BIN)/python
-	@$(BIN)/python -c 'import httpx, matplotlib, openmailserver' 2>/dev/null && [ -x $(BIN)/py-spy ] || \
+	@$(BIN)/python -c 'import httpx, matplotlib, openmailserver, pytest, hypothesis' 2>/dev/null && [ -x $(BIN)/py-spy ] || \
 	  $(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python -m bench.run --debs "$(BENCH_DEBS)" $(BENCH_ARGS)

@@ -543,6 +543,27 @@ def logs(level: Annotated[str, typer.Option(help="Lowest level shown.")] = "info
         show(entries)
 
 
+# ---- agents ----------------------------------------------------------------
+
+@app.command()
+def skill(inbox: Annotated[str, typer.Option("--inbox", help="The inbox (mailbox) address the agent uses.")],
+          base_url: Annotated[Optional[str], typer.Option(
+              "--base-url", help="API base URL agents reach (default: the public_api_url setting, "
+                                 "else http://api_host:api_port).")] = None,
+          config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None) -> None:
+    """Print a SKILL.md that teaches an AI agent to mail through this server as INBOX."""
+    from .core import accounts as core
+    from .skill import render
+
+    settings = _settings(config, dev, set_)
+    try:
+        mailbox = core.get_mailbox(_db(settings), inbox)
+    except MailError as exc:
+        _fail(exc, False)
+    sys.stdout.write(render(base_url=base_url or settings.api_base_url, address=mailbox["address"],
+                            inbox_id=mailbox["id"]))
+
+
 # ---- settings --------------------------------------------------------------
 
 @config_app.command("show")

@@ -57,6 +57,12 @@ class Settings:
     imaps_port: int = field(default=993, metadata=_doc("IMAP with implicit TLS (0 disables it).", kind="port"))
     api_host: str = field(default="127.0.0.1", metadata=_doc("Address the HTTP API binds to."))
     api_port: int = field(default=8787, metadata=_doc("HTTP API port (0 disables it).", kind="port"))
+    public_api_url: str = field(
+        default="",
+        metadata=_doc("Base URL clients use to reach the HTTP API (e.g. `https://mail.example.com` behind a "
+                      "reverse proxy): used in attachment links of events and in `openmailserver skill`. "
+                      "Empty: `http://api_host:api_port`."),
+    )
     admin_api_key: str = field(
         default="",
         metadata=_doc("When set, this string is the admin API key (stored only as a hash). "
@@ -128,6 +134,13 @@ class Settings:
             return self.primary_domain
         labels = self.mail_host.split(".")
         return ".".join(labels[1:]) if len(labels) > 2 else self.mail_host
+
+    @property
+    def api_base_url(self) -> str:
+        if self.public_api_url:
+            return self.public_api_url.rstrip("/")
+        host = self.api_host if self.api_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"http://[{host}]:{self.api_port}" if ":" in host else f"http://{host}:{self.api_port}"
 
     @property
     def db_path(self) -> Path:

@@ -138,3 +138,102 @@ def resolver_answers() -> dict[str, Any]:
     except dns.exception.DNSException as exc:
         return {"status": "fail", "error": str(exc) or type(exc).__name__}
     return {"status": "ok"}
+
+
+# ---- domain verification: the four records a hosted domain publishes -------
+
+# Record statuses of the domain APIs (/v1/domains, /api/v0/domains).
+MISSING, INVALID, VALID = "MISSING", "INVALID", "VALID"
+VERIFIED_KINDS = ("mx", "spf", "dkim", "dmarc")
+
+
+def required_records(settings: Settings, domain: dict[str, Any]) -> list[dict[str, Any]]:
+    """MX → this host, SPF, the DKIM key of the domain and DMARC, as the domain APIs show them."""
+    records = plan(settings, domain)
+    host = settings.mail_host.rstrip(".").lower()
+    out = [{"kind": "mx", "type": "MX", "name": domain["name"], "value": host, "priority": 10}]
+    for kind in ("spf", "dkim", "dmarc"):
+        out.append({"kind": kind, "type": "TXT", "name": records[kind]["name"], "value": records[kind]["value"],
+                    "priority": None})
+    return out
+
+
+def _words(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _dmarc_ok(record: str) -> bool:
+    tags = dict(part.strip().split("=", 1) for part in record.split(";") if "=" in part)
+    return tags.get("v", "").strip().upper() == "DMARC1" and tags.get("p", "").strip().lower() in (
+        "none", "quarantine", "reject")
+
+
+def _verify_one(settings: Settings, record: dict[str, Any]) -> tuple[str, str]:
+    """(status, detail) of one required record, from live DNS."""
+    kind, name = record["kind"], record["name"]
+    if kind == "mx":
+        try:
+            hosts = [r.exchange.to_text(omit_final_dot=True).lower() for r in dns.resolver.resolve(name, "MX")]
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return MISSING, f"{name} has no MX record"
+        if record["value"] in hosts:
+            return VALID, f"MX points at {record['value']}"
+        return INVALID, f"MX of {name} points at {', '.join(hosts)}, not {record['value']}"
+    if kind == "dkim":
+        published = [t for t in _txt(name) if "p=" in t]
+        if not published:
+            return MISSING, f"no DKIM key at {name}"
+        if any(_same_key(t, record["value"]) for t in published):
+            return VALID, f"the key at {name} matches this server's"
+        return INVALID, f"the key at {name} is not the one this server signs with"
+    if kind == "dmarc":
+        found = [t for t in _txt(name) if t.replace(" ", "").lower().startswith("v=dmarc1")]
+        if not found:
+            return MISSING, f"no DMARC record at {name}"
+        if len(found) > 1:
+            return INVALID, f"{name} has {len(found)} DMARC records; publish exactly one"
+        return (VALID, f"DMARC: {found[0]}") if _dmarc_ok(found[0]) else \
+            (INVALID, f"the DMARC record needs v=DMARC1 and p=none|quarantine|reject: {found[0]}")
+    found = [t for t in _txt(name) if t.lower().startswith("v=spf1")]  # spf
+    if not found:
+        return MISSING, f"{name} has no SPF record"
+    if len(found) > 1:
+        return INVALID, f"{name} has {len(found)} SPF records; publish exactly one"
+    if _words(found[0]) == _words(record["value"]):
+        return VALID, f"SPF: {found[0]}"
+    host = settings.mail_host.rstrip(".").lower()
+    ips = _addresses(host)
+    if not ips:
+        return INVALID, f"SPF is {found[0]!r}; publish {record['value']!r} (or any policy that authorises {host})"
+    result, explanation = spf.check2(i=ips[0], s=f"postmaster@{name}", h=host)
+    if result == "pass":
+        return VALID, f"SPF authorises {ips[0]}"
+    return INVALID, f"SPF gives {result} for {ips[0]} ({explanation}); publish {record['value']!r}"
+
+
+def verify_records(settings: Settings, domain: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every required record with its live `status` (MISSING, INVALID, VALID) and a `detail`.
+    Blocking: run it in an executor."""
+    out = []
+    for record in required_records(settings, domain):
+        try:
+            status, detail = _verify_one(settings, record)
+        except dns.exception.DNSException as exc:
+            status, detail = MISSING, f"the resolver did not answer for {record['name']}: {exc or type(exc).__name__}"
+        out.append({**record, "status": status, "detail": detail})
+    return out
+
+
+def zone_snippet(settings: Settings, domain: dict[str, Any], ttl: int = 3600) -> str:
+    """The required records in BIND zone-file syntax (TXT values split into 255-byte strings)."""
+    lines = [f"; records for {domain['name']} (openmailserver: mail host {settings.mail_host})"]
+    for record in required_records(settings, domain):
+        owner = record["name"].rstrip(".") + "."
+        if record["type"] == "MX":
+            data = f"{record['priority']} {record['value'].rstrip('.')}."
+        else:
+            value = record["value"]
+            data = " ".join('"' + value[i:i + 255].replace("\\", "\\\\").replace('"', '\\"') + '"'
+                            for i in range(0, len(value), 255))
+        lines.append(f"{owner}\t{ttl}\tIN\t{record['type']}\t{data}")
+    return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from ..errors import MailError, storage_exhausted, storage_full
 from ..runtime import Runtime
+from . import agentmail, domains, openmail
 from . import (aliases, backups, debug, events, health, mailboxes, messages, openapi, ops, outbound, replies, send,
                threads, webhooks)
 from .base import error_response
@@ -42,6 +43,61 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"error": "internal_error", "message": "the server failed to handle this request"},
                         status_code=500)
+
+
+def compat_routes() -> list[Route]:
+    """Domains, and the drop-in dialects: OpenMail-style `/v1/inboxes…`, agentmail-style `/api/v0`."""
+    am = agentmail
+    return [
+        Route("/v1/domains", domains.create, methods=["POST"]),
+        Route("/v1/domains", domains.list_domains, methods=["GET"]),
+        Route("/v1/domains/{domain}", domains.get_domain, methods=["GET"]),
+        Route("/v1/domains/{domain}", domains.delete, methods=["DELETE"]),
+        Route("/v1/domains/{domain}/verify", domains.verify, methods=["POST"]),
+        Route("/v1/domains/{domain}/zone", domains.zone, methods=["GET"]),
+        Route("/v1/inboxes", openmail.create_inbox, methods=["POST"]),
+        Route("/v1/inboxes", openmail.list_inboxes, methods=["GET"]),
+        Route("/v1/inboxes/{inbox_id}", openmail.get_inbox, methods=["GET"]),
+        Route("/v1/inboxes/{inbox_id}", openmail.delete_inbox, methods=["DELETE"]),
+        Route("/v1/inboxes/{inbox_id}/send", openmail.send, methods=["POST"]),
+        Route("/v1/inboxes/{inbox_id}/messages", openmail.list_messages, methods=["GET"]),
+        Route("/v1/inboxes/{inbox_id}/threads", openmail.list_threads, methods=["GET"]),
+        Route("/v1/threads/{thread_id}/messages", openmail.thread_messages, methods=["GET"]),
+        Route("/v1/attachments/{message_id}/{filename}", openmail.attachment, methods=["GET"]),
+        Route("/api/v0/organizations", am.organization, methods=["GET"]),
+        Route("/api/v0/inboxes", am.create_inbox, methods=["POST"]),
+        Route("/api/v0/inboxes", am.list_inboxes, methods=["GET"]),
+        Route("/api/v0/inboxes/{inbox_id}", am.get_inbox, methods=["GET"]),
+        Route("/api/v0/inboxes/{inbox_id}", am.update_inbox, methods=["PATCH"]),
+        Route("/api/v0/inboxes/{inbox_id}", am.delete_inbox, methods=["DELETE"]),
+        Route("/api/v0/inboxes/{inbox_id}/messages/send", am.send, methods=["POST"]),
+        Route("/api/v0/inboxes/{inbox_id}/messages", am.list_messages, methods=["GET"]),
+        Route("/api/v0/inboxes/{inbox_id}/messages/{message_id}", am.get_message, methods=["GET"]),
+        Route("/api/v0/inboxes/{inbox_id}/messages/{message_id}", am.update_message, methods=["PATCH"]),
+        Route("/api/v0/inboxes/{inbox_id}/messages/{message_id}/reply", am.reply, methods=["POST"]),
+        Route("/api/v0/inboxes/{inbox_id}/messages/{message_id}/reply-all", am.reply_all, methods=["POST"]),
+        Route("/api/v0/inboxes/{inbox_id}/messages/{message_id}/forward", am.forward, methods=["POST"]),
+        Route("/api/v0/inboxes/{inbox_id}/messages/{message_id}/attachments/{attachment_id}", am.attachment,
+              methods=["GET"]),
+        Route("/api/v0/downloads/{message_id}/{attachment_id}", am.download, methods=["GET"]),
+        Route("/api/v0/inboxes/{inbox_id}/threads", am.list_threads, methods=["GET"]),
+        Route("/api/v0/inboxes/{inbox_id}/threads/{thread_id}", am.get_thread, methods=["GET"]),
+        Route("/api/v0/inboxes/{inbox_id}/threads/{thread_id}", am.delete_thread, methods=["DELETE"]),
+        Route("/api/v0/domains", domains.v0_create, methods=["POST"]),
+        Route("/api/v0/domains", domains.v0_list, methods=["GET"]),
+        Route("/api/v0/domains/{domain}", domains.v0_get, methods=["GET"]),
+        Route("/api/v0/domains/{domain}", domains.delete, methods=["DELETE"]),
+        Route("/api/v0/domains/{domain}/verify", domains.v0_verify, methods=["POST"]),
+        Route("/api/v0/domains/{domain}/zone", domains.zone, methods=["GET"]),
+        Route("/api/v0/webhooks", am.create_webhook, methods=["POST"]),
+        Route("/api/v0/webhooks", am.list_webhooks, methods=["GET"]),
+        Route("/api/v0/webhooks/{webhook_id}", am.get_webhook, methods=["GET"]),
+        Route("/api/v0/webhooks/{webhook_id}", am.update_webhook, methods=["PATCH"]),
+        Route("/api/v0/webhooks/{webhook_id}", am.delete_webhook, methods=["DELETE"]),
+        Route("/api/v0/api-keys", am.create_key, methods=["POST"]),
+        Route("/api/v0/api-keys", am.list_keys, methods=["GET"]),
+        Route("/api/v0/api-keys/{key_id}", am.delete_key, methods=["DELETE"]),
+    ]
 
 
 def create_app(rt: Runtime) -> Starlette:
@@ -98,6 +154,9 @@ def create_app(rt: Runtime) -> Starlette:
         Route("/v1/aliases", aliases.create_alias, methods=["POST"]),
         Route("/v1/aliases", aliases.list_aliases, methods=["GET"]),
         Route("/v1/aliases/{source}", aliases.delete_alias, methods=["DELETE"]),
+        Route("/v1/messages/{message_id}", messages.update_labels, methods=["PATCH"]),
+        Route("/v1/threads/{thread_id}", threads.delete_thread, methods=["DELETE"]),
+        *compat_routes(),
     ]
     app = Starlette(
         routes=routes,

@@ -129,7 +129,7 @@ async def sse(request: Request) -> StreamingResponse:
 
 
 async def websocket(ws: WebSocket) -> None:
-    """`{"type":"subscribe","inbox_ids":[...],"event_types":[...],"after":seq}`, then events."""
+    """`{"type":"subscribe","inbox_ids":[...],"event_types":[...],"after":seq?}`, then events."""
     try:
         who = await principal(ws, "mail:read", allow_query=True)
     except MailError as exc:
@@ -143,7 +143,10 @@ async def websocket(ws: WebSocket) -> None:
             raise MailError("invalid_request", 'send {"type": "subscribe"} first', http_status=400)
         selection = Filter(who, _list(request.get("inbox_ids"), "inbox_ids"),
                            _list(request.get("event_types"), "event_types"))
-        after = _seq(request.get("after"))
+        # Without `after` the stream starts now (live only), as the hosted APIs do; with it,
+        # everything after that seq is replayed first.
+        after = _seq(request["after"]) if request.get("after") is not None else \
+            await rt.adb.read(messages.last_seq)
     except MailError as exc:
         await ws.send_json({"type": "error", **exc.as_json()})
         await ws.close(code=4400)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -10,10 +11,11 @@ from starlette.responses import JSONResponse, Response
 from .. import mime
 from ..address import parse_mailbox_address
 from ..core import accounts as core
+from ..core import labels
 from ..core.views import read_raw
 from ..errors import MailError, not_found
 from ..store import accounts, messages
-from .base import ok, principal, runtime
+from .base import json_body, ok, principal, runtime
 
 MAX_LIMIT = 500
 
@@ -98,13 +100,32 @@ async def get_attachment(request: Request) -> Response:
     found = await runtime(request).run(mime.attachment_data, await message_bytes(request, row, mailbox), int(index))
     if found is None:
         raise not_found("attachment")
-    meta, data = found
-    safe_name = "".join(c for c in meta["filename"] if c.isprintable() and c not in '"\\/') or "attachment"
+    return attachment_response(*found)
+
+
+def attachment_response(meta: dict[str, Any], data: bytes) -> Response:
+    """An attachment's bytes as a download (never rendered inline by a browser)."""
+    name = "".join(c for c in meta["filename"] if c.isprintable() and c not in '"\\/') or "attachment"
+    ascii_name = "".join(c for c in name if " " <= c <= "~") or "attachment"  # header values are Latin-1
     return Response(data, media_type=meta["contentType"], headers={
-        "Content-Disposition": f'attachment; filename="{safe_name}"',
+        "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}",
         "X-Content-Type-Options": "nosniff"})
 
 
 async def get_raw(request: Request) -> Response:
     row, mailbox = await visible_message(request)
     return Response(await message_bytes(request, row, mailbox), media_type="message/rfc822")
+
+
+async def update_labels(request: Request) -> JSONResponse:
+    """`PATCH /v1/messages/{id}` with `add_labels`/`remove_labels`: custom labels (IMAP keywords)."""
+    row, mailbox = await visible_message(request)
+    body = await json_body(request)
+    add, remove = labels.check_labels(body.get("add_labels"), "add_labels"), \
+        labels.check_labels(body.get("remove_labels"), "remove_labels")
+    rt = runtime(request)
+    await labels.set_labels(rt, mailbox, row["id"], add=add, remove=remove)
+    row = await rt.adb.read(messages.get_message, row["id"])
+    if row is None:
+        raise not_found("message")
+    return ok({"id": row["id"], "labels": labels.custom_labels(row), "system_labels": labels.system_labels(row)})

@@ -227,6 +227,12 @@ OPERATIONS: list[tuple[str, str, str, str | None, list[S], S | None, tuple[int, 
      [404, 422]),
 ]
 
+# Domains and the drop-in dialects (`/v1/inboxes…`, `/api/v0`) are described in their own module.
+from .openapi_compat import COMPAT_OPERATIONS, COMPAT_SCHEMAS  # noqa: E402 - needs the helpers above
+
+SCHEMAS.update(COMPAT_SCHEMAS)
+OPERATIONS.extend(COMPAT_OPERATIONS)
+
 _ERROR_TEXT = {400: "Malformed request", 401: "No API key", 403: "Wrong key or missing scope", 404: "Not found",
                409: "Conflict", 413: "Body too large", 422: "Invalid input", 429: "Rate limited (see Retry-After)",
                503: "Unhealthy"}

@@ -7,7 +7,7 @@ import binascii
 import hashlib
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -173,19 +173,38 @@ class Idempotency:
     """`Idempotency-Key` for a sending request: replay, conflict, in-flight guard, crash-safe record.
 
     The record is written in the transaction that commits the send (`record`),
-    so after a crash either both exist or neither does.
+    so after a crash either both exist or neither does. Use it as
+
+        with guard:
+            replay = await guard.previous()   # reserves the key, or replays / 409s
+            ...                               # validate, compose, submit(record=guard.record)
+
+    `previous()` reserves the key before it looks for a stored answer, with no
+    await between the in-flight check and the reservation: a concurrent request
+    with the same key gets 409 `idempotency_in_progress`, and one that comes after
+    the holder released it (after its commit) finds the stored answer. Leaving
+    the `with` block releases the reservation, however the request ends.
     """
 
-    def __init__(self, request: Request, who: Principal, request_hash: str) -> None:
+    def __init__(self, request: Request, who: Principal, request_hash: str,
+                 render: Callable[[dict], dict[str, Any]] = public_outbound) -> None:
         self.rt = runtime(request)
         self.key = idempotency_key(request)
         self.owner = who.mailbox_id or f"admin:{who.key_id}"  # keys are scoped to the key's owner
         self.request_hash = request_hash
+        self.render = render  # the response body for the outbound row (each API dialect has its own)
         self.response: dict[str, Any] = {}
+        self._held = False
 
     async def previous(self) -> JSONResponse | None:
         if self.key is None:
             return None
+        slot = (self.owner, self.key)
+        if slot in self.rt.idempotency_in_flight:
+            raise MailError("idempotency_in_progress", "a request with this Idempotency-Key is in progress",
+                            http_status=409, retry_after=1)
+        self.rt.idempotency_in_flight.add(slot)
+        self._held = True
         stored = await self.rt.adb.read(idempotency.lookup, self.owner, self.key)
         if stored is not None:
             if stored["request_hash"] != self.request_hash:
@@ -193,38 +212,42 @@ class Idempotency:
                                 http_status=409)
             return JSONResponse(stored["response"], status_code=stored["status"],
                                 headers={"Idempotent-Replayed": "true"})
-        if (self.owner, self.key) in self.rt.idempotency_in_flight:
-            raise MailError("idempotency_in_progress", "a request with this Idempotency-Key is in progress",
-                            http_status=409, retry_after=1)
         return None
 
     def record(self, conn, outbound: dict) -> None:
-        self.response.update(public_outbound(outbound))
+        self.response.update(self.render(outbound))
         if self.key is not None:
             idempotency.store(conn, self.owner, self.key, self.request_hash, 200, self.response)
 
     def __enter__(self) -> "Idempotency":
-        if self.key is not None:
-            self.rt.idempotency_in_flight.add((self.owner, self.key))
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.key is not None:
+        if self._held:
             self.rt.idempotency_in_flight.discard((self.owner, self.key))
+            self._held = False
 
 
-async def _thread_headers(request: Request, mailbox: dict, thread_id: Any) -> dict[str, Any]:
-    """Reply to the newest message of the thread (RFC 5322 §3.6.4 threading headers)."""
+async def thread_parent(request: Request, mailbox: dict, thread_id: Any) -> tuple[dict, dict | None]:
+    """The mailbox's thread and its newest message with a Message-ID (None when it has none); 404 else."""
     rt = runtime(request)
     thread = await rt.adb.read(messages.get_thread, thread_id) if isinstance(thread_id, str) else None
     if thread is None or thread["mailbox_id"] != mailbox["id"]:
         raise not_found("thread")
     rows = [r for r in await rt.adb.read(messages.thread_messages, thread["id"]) if r["message_id"]]
-    if not rows:
+    return thread, (rows[-1] if rows else None)
+
+
+def threading_headers(thread: dict, last: dict | None) -> dict[str, Any]:
+    """Reply to the newest message of the thread (RFC 5322 §3.6.4 threading headers)."""
+    if last is None:
         return {"subject": thread["subject"]}
-    last = rows[-1]
     return {"subject": last["subject"], "in_reply_to": last["message_id"],
             "references": (last["refs"].split() if last["refs"] else []) + [last["message_id"]]}
+
+
+async def _thread_headers(request: Request, mailbox: dict, thread_id: Any) -> dict[str, Any]:
+    return threading_headers(*await thread_parent(request, mailbox, thread_id))
 
 
 def client_of(request: Request) -> str:
@@ -236,9 +259,14 @@ async def send(request: Request) -> JSONResponse:
     rt = runtime(request)
     body, attachments = await _read_body(request, limit=rt.settings.message_size_limit * 2)
     guard = Idempotency(request, who, request_hash_of(body, attachments))
-    replay = await guard.previous()
-    if replay is not None:
-        return replay
+    with guard:
+        replay = await guard.previous()
+        return replay if replay is not None else await _send(request, who, body, attachments, guard)
+
+
+async def _send(request: Request, who: Principal, body: dict, attachments: list[dict],
+                guard: Idempotency) -> JSONResponse:
+    rt = runtime(request)
     sender = body.get("sender")
     if not isinstance(sender, str) or not sender:
         raise invalid("sender", "is required")
@@ -258,7 +286,6 @@ async def send(request: Request) -> JSONResponse:
     raw = compose(sender=f"{sender_address.local}@{sender_address.domain}", to=to, cc=cc, subject=subject,
                   text=text, html=html, reply_to=reply_to, headers=_headers(body.get("headers")),
                   attachments=attachments, sender_name=mailbox["display_name"], **threading)
-    with guard:
-        await submit(rt, mailbox=mailbox, envelope_from=f"{sender_address.local}@{sender_address.domain}",
-                     to=to + cc + bcc, raw=raw, client=client_of(request), record=guard.record)
+    await submit(rt, mailbox=mailbox, envelope_from=f"{sender_address.local}@{sender_address.domain}",
+                 to=to + cc + bcc, raw=raw, client=client_of(request), record=guard.record)
     return ok(guard.response)

@@ -7,10 +7,11 @@ import binascii
 import json
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from .. import mime
 from ..core import accounts as core
+from ..core.labels import delete_thread as remove
 from ..core.views import read_raw
 from ..errors import MailError, not_found
 from ..store import accounts, messages
@@ -78,3 +79,12 @@ async def get_thread(request: Request) -> JSONResponse:
                       "folder": row["folder"], "text": text or "", "extracted_text": mime.extract_new_text(text or ""),
                       "created_at": row["created_at"]})
     return ok({**_summary(thread), "mailbox": mailbox["address"], "messages": items})
+
+
+async def delete_thread(request: Request) -> Response:
+    """`DELETE /v1/threads/{id}`: the thread and every message in it (as IMAP \\Deleted + EXPUNGE)."""
+    thread = await visible_thread(request)
+    rt = runtime(request)
+    mailbox = await rt.adb.read(accounts.get_mailbox_by_id, thread["mailbox_id"])
+    await remove(rt, mailbox, thread["id"])
+    return Response(status_code=204)

@@ -6,6 +6,7 @@ CPU work); the daemon calls them from an executor thread, the CLI directly.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from ..config import Settings
 from ..delivery import dkim
 from ..errors import MailError, conflict, invalid_address, not_found
 from ..store import Database, accounts, maildir
+from ..util import _ID_ALPHABET
 
 MAX_PASSWORD_LENGTH = 1024
 
@@ -71,10 +73,22 @@ def _check_quota(quota: Any) -> int | None:
     return quota
 
 
+def random_local_part() -> str:
+    """A fresh local part for an inbox created without a username."""
+    return "agent-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+
+
+def unknown_domain(domain: str) -> MailError:
+    return MailError("unknown_domain", f"{domain} is not a domain this server hosts", http_status=422,
+                     fix="add it first: POST /v1/domains (or /api/v0/domains) with {\"domain\": \"" + domain + "\"}")
+
+
 def create_mailbox(settings: Settings, db: Database, local_part: Any, domain: Any,
                    password: str | None = None, quota: int | None = None,
-                   display_name: str = "") -> dict[str, Any]:
-    """Create a mailbox (and its domain when new) plus a mailbox-scoped API key.
+                   display_name: str = "", *, external_id: str | None = None, client_id: str | None = None,
+                   add_domain: bool = True) -> dict[str, Any]:
+    """Create a mailbox plus a mailbox-scoped API key; a new domain is added with it
+    unless `add_domain` is False (then only hosted domains are accepted).
 
     Returns the mailbox row, the password (generated when not given) and the
     new key in plain text: the only time either is visible.
@@ -82,6 +96,8 @@ def create_mailbox(settings: Settings, db: Database, local_part: Any, domain: An
     if not isinstance(local_part, str) or not isinstance(domain, str):
         raise invalid_address("local_part and domain must be strings")
     address = mailbox_address(local_part, domain)
+    if not add_domain and db.read(accounts.get_domain, address.domain) is None:
+        raise unknown_domain(address.domain)
     password = _check_password(password) if password is not None else credentials.new_password()
     quota = _check_quota(quota)
     if db.read(accounts.get_mailbox, str(address)):
@@ -97,7 +113,7 @@ def create_mailbox(settings: Settings, db: Database, local_part: Any, domain: An
             accounts.insert_mailbox, address=str(address), local_part=address.local,
             domain_id=domain_row["id"], password_hash=credentials.hash_password(password),
             quota_bytes=settings.default_quota if quota is None else quota,
-            display_name=display_name or "")
+            display_name=display_name or "", external_id=external_id, client_id=client_id)
     except Exception as exc:  # a concurrent create of the same address
         if "UNIQUE" in str(exc):
             raise conflict(f"mailbox {address} already exists") from None

@@ -44,11 +44,49 @@ def insert_domain(conn: sqlite3.Connection, name: str, selector: str, private_ke
     return get_domain(conn, name)  # type: ignore[return-value]
 
 
+def get_domain_by_id(conn: sqlite3.Connection, domain_id: str) -> Row | None:
+    return _one(conn.execute("SELECT * FROM domains WHERE id = ?", (domain_id,)))
+
+
+def update_domain(conn: sqlite3.Connection, domain_id: str, **changes: Any) -> Row | None:
+    """Change verification state or options; `updated_at` follows every change."""
+    allowed = {"status", "verified_at", "feedback_enabled", "dns_records", "checked_at"}
+    sets = {k: v for k, v in changes.items() if k in allowed}
+    sets["updated_at"] = now_iso()
+    conn.execute(f"UPDATE domains SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",
+                 (*sets.values(), domain_id))
+    return get_domain_by_id(conn, domain_id)
+
+
+def domain_usage(conn: sqlite3.Connection, domain_id: str, name: str) -> tuple[int, int]:
+    """(mailboxes, aliases) on a domain."""
+    mailboxes = conn.execute("SELECT COUNT(*) FROM mailboxes WHERE domain_id = ?", (domain_id,)).fetchone()[0]
+    aliases = conn.execute("SELECT COUNT(*) FROM aliases WHERE source = ? OR source LIKE ?",
+                           (f"@{name}", f"%@{name}")).fetchone()[0]
+    return mailboxes, aliases
+
+
+def delete_domain(conn: sqlite3.Connection, domain_id: str) -> bool:
+    return conn.execute("DELETE FROM domains WHERE id = ?", (domain_id,)).rowcount > 0
+
+
+def count_domains(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM domains").fetchone()[0]
+
+
+def server_secret(conn: sqlite3.Connection, name: str, candidate: str) -> str:
+    """The secret called `name`, stored as `candidate` on first use (run it as a write)."""
+    conn.execute("INSERT OR IGNORE INTO server_secrets (name, value, created_at) VALUES (?, ?, ?)",
+                 (name, candidate, now_iso()))
+    return conn.execute("SELECT value FROM server_secrets WHERE name = ?", (name,)).fetchone()[0]
+
+
 # ---- mailboxes -------------------------------------------------------------
 
 _MAILBOX_COLUMNS = (
     "m.id, m.address, m.local_part, d.name AS domain, m.display_name, m.quota_bytes, "
-    "m.used_bytes, m.active, m.created_at"
+    "m.used_bytes, m.active, m.created_at, m.external_id, m.client_id, COALESCE(m.updated_at, m.created_at) "
+    "AS updated_at"
 )
 
 
@@ -76,12 +114,14 @@ def list_mailboxes(conn: sqlite3.Connection) -> list[Row]:
 
 
 def insert_mailbox(conn: sqlite3.Connection, *, address: str, local_part: str, domain_id: str,
-                   password_hash: str, quota_bytes: int, display_name: str = "") -> Row:
+                   password_hash: str, quota_bytes: int, display_name: str = "", external_id: str | None = None,
+                   client_id: str | None = None) -> Row:
     mailbox_id = new_id("mbx")
     conn.execute(
         "INSERT INTO mailboxes (id, address, local_part, domain_id, password_hash, display_name, "
-        "quota_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (mailbox_id, address, local_part, domain_id, password_hash, display_name, quota_bytes, now_iso()),
+        "quota_bytes, created_at, external_id, client_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (mailbox_id, address, local_part, domain_id, password_hash, display_name, quota_bytes, now_iso(),
+         external_id, client_id),
     )
     for folder, special_use in DEFAULT_FOLDERS.items():
         create_folder(conn, mailbox_id, folder, special_use)
@@ -93,9 +133,28 @@ def update_mailbox(conn: sqlite3.Connection, mailbox_id: str, **changes: Any) ->
     allowed = {"display_name", "quota_bytes", "active", "password_hash"}
     sets = {k: v for k, v in changes.items() if k in allowed and v is not None}
     if sets:
+        sets["updated_at"] = now_iso()
         assignments = ", ".join(f"{k} = ?" for k in sets)
         conn.execute(f"UPDATE mailboxes SET {assignments} WHERE id = ?", (*sets.values(), mailbox_id))
     return get_mailbox_by_id(conn, mailbox_id)
+
+
+def page_mailboxes(conn: sqlite3.Connection, limit: int, offset: int, mailbox_id: str | None = None,
+                   external_id: str | None = None) -> tuple[list[Row], int]:
+    """One page of mailboxes (oldest first) and the total; optionally just one id or external id."""
+    where, args = [], []
+    if mailbox_id is not None:
+        where.append("m.id = ?")
+        args.append(mailbox_id)
+    if external_id is not None:
+        where.append("m.external_id = ?")
+        args.append(external_id)
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    total = conn.execute(f"SELECT COUNT(*) FROM mailboxes m{clause}", args).fetchone()[0]
+    rows = _all(conn.execute(
+        f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes m JOIN domains d ON d.id = m.domain_id{clause} "
+        "ORDER BY m.created_at, m.id LIMIT ? OFFSET ?", (*args, limit, offset)))
+    return rows, total
 
 
 def delete_mailbox(conn: sqlite3.Connection, mailbox_id: str) -> bool:
@@ -179,3 +238,15 @@ def revoke_key(conn: sqlite3.Connection, key_id: str) -> bool:
 def count_admin_keys(conn: sqlite3.Connection) -> int:
     return conn.execute(
         "SELECT COUNT(*) FROM api_keys WHERE mailbox_id IS NULL AND revoked_at IS NULL").fetchone()[0]
+
+
+def organization_stats(conn: sqlite3.Connection) -> Row:
+    """Counts and the first and latest change dates of everything the server hosts."""
+    mailboxes, first_mailbox, last_mailbox = conn.execute(
+        "SELECT COUNT(*), MIN(created_at), MAX(COALESCE(updated_at, created_at)) FROM mailboxes").fetchone()
+    domains, first_domain, last_domain = conn.execute(
+        "SELECT COUNT(*), MIN(created_at), MAX(COALESCE(updated_at, created_at)) FROM domains").fetchone()
+    firsts = [d for d in (first_mailbox, first_domain) if d]
+    lasts = [d for d in (last_mailbox, last_domain) if d]
+    return {"mailboxes": mailboxes, "domains": domains, "created_at": min(firsts) if firsts else None,
+            "updated_at": max(lasts) if lasts else None}

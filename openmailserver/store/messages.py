@@ -265,3 +265,8 @@ def thread_rows_by_folder(conn: sqlite3.Connection, thread_id: str) -> dict[int,
 
 def delete_thread_row(conn: sqlite3.Connection, thread_id: str) -> None:
     conn.execute("DELETE FROM threads WHERE id = ?", (thread_id,))
+
+
+def last_seq(conn: sqlite3.Connection) -> int:
+    """The newest event's seq (0 for an empty log)."""
+    return conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]

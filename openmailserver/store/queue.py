@@ -193,3 +193,12 @@ def cancel(conn: sqlite3.Connection, outbound_id: str) -> str | None:
     conn.execute("UPDATE outbound SET state = 'failed', error = 'deleted from the queue by an administrator', "
                  "spool = NULL WHERE id = ?", (outbound_id,))
     return spool
+
+
+def states_of_sent_copies(conn: sqlite3.Connection, message_ids: list[str]) -> dict[str, str]:
+    """The outbound state of each Sent-folder copy among `message_ids` (those that have one)."""
+    if not message_ids:
+        return {}
+    rows = conn.execute("SELECT sent_copy_id, state FROM outbound WHERE sent_copy_id IN (%s)"
+                        % ",".join("?" * len(message_ids)), message_ids)
+    return {r[0]: r[1] for r in rows}

@@ -22,12 +22,13 @@ def _hook(row: sqlite3.Row | None) -> Row | None:
 
 
 def insert(conn: sqlite3.Connection, *, mailbox_id: str | None, url: str, event_types: list[str],
-           inbox_ids: list[str], enabled: bool, secret: str) -> Row:
+           inbox_ids: list[str], enabled: bool, secret: str, client_id: str | None = None) -> Row:
     hook_id = new_id("whk")
     conn.execute(
-        "INSERT INTO webhooks (id, mailbox_id, url, event_types, inbox_ids, enabled, secret, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (hook_id, mailbox_id, url, " ".join(event_types), " ".join(inbox_ids), int(enabled), secret, now_iso()))
+        "INSERT INTO webhooks (id, mailbox_id, url, event_types, inbox_ids, enabled, secret, created_at, "
+        "client_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (hook_id, mailbox_id, url, " ".join(event_types), " ".join(inbox_ids), int(enabled), secret, now_iso(),
+         client_id))
     return get(conn, hook_id)  # type: ignore[return-value]
 
 
@@ -45,7 +46,7 @@ def list_hooks(conn: sqlite3.Connection, mailbox_id: str | None = None) -> list[
 
 def update(conn: sqlite3.Connection, hook_id: str, **changes: Any) -> Row | None:
     columns = {"url", "event_types", "inbox_ids", "enabled", "secret", "old_secret", "old_secret_expires_at",
-               "failing_since", "disabled_reason"}
+               "failing_since", "disabled_reason", "client_id", "updated_at"}
     sets = {}
     for name, value in changes.items():
         if name not in columns:
