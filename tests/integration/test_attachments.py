@@ -3,26 +3,8 @@
 from __future__ import annotations
 
 import base64
-import io
 
-from pypdf import PdfWriter
-from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
-
-
-def _pdf_with_text(text: str) -> bytes:
-    """A one-page PDF whose content stream draws `text` in Helvetica."""
-    writer = PdfWriter()
-    page = writer.add_blank_page(width=300, height=200)
-    font = DictionaryObject({NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
-                             NameObject("/BaseFont"): NameObject("/Helvetica")})
-    page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): DictionaryObject(
-        {NameObject("/F1"): writer._add_object(font)})})
-    stream = DecodedStreamObject()
-    stream.set_data(f"BT /F1 12 Tf 20 100 Td ({text}) Tj ET".encode())
-    page[NameObject("/Contents")] = writer._add_object(stream)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
+from support.pdf import pdf_with_text
 
 
 def test_attachment_text_and_download(make_daemon):
@@ -32,7 +14,7 @@ def test_attachment_text_and_download(make_daemon):
         "notes.txt": ("text/plain", b"plain notes\r\nline two"),
         "data.csv": ("text/csv", b"name,total\nalice,42\n"),
         "page.html": ("text/html", b"<h1>Invoice</h1><p>Total: <b>89.99</b></p><script>x()</script>"),
-        "receipt.pdf": ("application/pdf", _pdf_with_text("Order confirmation 1042")),
+        "receipt.pdf": ("application/pdf", pdf_with_text("Order confirmation 1042")),
         "image.png": ("image/png", b"\x89PNG\r\n\x1a\nnot really"),
     }
     with daemon.http(agent["api_key"]["key"]) as client:
