@@ -26,12 +26,16 @@ key_app = typer.Typer(no_args_is_help=True, help="HTTP API keys.")
 config_app = typer.Typer(no_args_is_help=True, help="Settings.")
 queue_app = typer.Typer(no_args_is_help=True, help="The outbound queue.")
 backup_app = typer.Typer(no_args_is_help=True, help="Encrypted backups: create, verify, list.")
+domain_app = typer.Typer(no_args_is_help=True, help="Mail domains: add, list, show, verify, zone, delete.")
+dns_app = typer.Typer(no_args_is_help=True, help="DNS records to publish.")
 app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(alias_app, name="alias")
 app.add_typer(key_app, name="key")
 app.add_typer(config_app, name="config")
 app.add_typer(queue_app, name="queue")
 app.add_typer(backup_app, name="backup")
+app.add_typer(domain_app, name="domain")
+app.add_typer(dns_app, name="dns")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -458,6 +462,111 @@ def restore(path: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetO
     except MailError as exc:
         _fail(exc, as_json)
     _emit(result, as_json, f"restored {result['files']} files into {result['data_dir']}")
+
+
+# ---- domains ---------------------------------------------------------------
+
+def _domain_view(settings: Settings, row: dict) -> dict:
+    from .core import domains
+
+    return {"name": row["name"], "id": row["id"], "status": domains.status(row), "verified_at": row["verified_at"],
+            "dkim_selector": row["dkim_selector"], "records": domains.records(settings, row)}
+
+
+def _records_table(view: dict) -> Table:
+    table = _table(["record", "name", "value", "status"],
+                   [[r["type"], r["name"], r["value"] if len(r["value"]) < 60 else r["value"][:57] + "...",
+                     r["status"]] for r in view["records"]])
+    table.title = f"{view['name']}: {view['status']}"
+    return table
+
+
+@domain_app.command("add")
+def domain_add(name: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+               as_json: JsonOpt = False) -> None:
+    """Host a domain: creates its DKIM key and shows the records to publish."""
+    from .core import domains
+
+    settings = _settings(config, dev, set_)
+    try:
+        view = _domain_view(settings, domains.add(_db(settings), name))
+    except MailError as exc:
+        _fail(exc, as_json)
+    _emit(view, as_json, _records_table(view))
+
+
+@domain_app.command("list")
+def domain_list(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Domains this server hosts."""
+    from .core import domains
+    from .store import accounts
+
+    settings = _settings(config, dev, set_)
+    rows = _db(settings).read(accounts.list_domains)
+    _emit([_domain_view(settings, r) for r in rows], as_json,
+          _table(["domain", "status", "verified", "DKIM selector"],
+                 [[r["name"], domains.status(r), r["verified_at"] or "", r["dkim_selector"]] for r in rows]))
+
+
+@domain_app.command("show")
+def domain_show(name: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+                as_json: JsonOpt = False) -> None:
+    """A domain's records and the result of their last check."""
+    from .core import domains
+
+    settings = _settings(config, dev, set_)
+    try:
+        view = _domain_view(settings, domains.get(_db(settings), name))
+    except MailError as exc:
+        _fail(exc, as_json)
+    _emit(view, as_json, _records_table(view))
+
+
+@domain_app.command("verify")
+def domain_verify(name: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+                  as_json: JsonOpt = False) -> None:
+    """Check the domain's records live in DNS; VERIFIED when all of them are right (exit 1 otherwise)."""
+    from .core import domains
+    from .resolver import install
+
+    settings = _settings(config, dev, set_)
+    install(settings)
+    try:
+        row, _ = domains.verify(settings, _db(settings), name)
+    except MailError as exc:
+        _fail(exc, as_json)
+    view = _domain_view(settings, row)
+    _emit(view, as_json, _records_table(view))
+    if view["status"] != domains.VERIFIED:
+        raise typer.Exit(1)
+
+
+@domain_app.command("delete")
+def domain_delete(name: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+                  as_json: JsonOpt = False) -> None:
+    """Stop hosting a domain (it must have no mailboxes or aliases left)."""
+    from .core import domains
+
+    settings = _settings(config, dev, set_)
+    try:
+        row = domains.delete(settings, _db(settings), name)
+    except MailError as exc:
+        _fail(exc, as_json)
+    _emit({"deleted": row["name"]}, as_json, f"deleted domain {row['name']}")
+
+
+@dns_app.command("plan")
+def dns_plan(domain: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None) -> None:
+    """The BIND zone snippet with every record DOMAIN needs (MX, SPF, DKIM, DMARC)."""
+    from .core import domains
+
+    settings = _settings(config, dev, set_)
+    try:
+        row = domains.get(_db(settings), domain)
+    except MailError as exc:
+        exc.fix = exc.fix or f"host it first: openmailserver domain add {domain}"
+        _fail(exc, False)
+    sys.stdout.write(domains.zone(settings, row))
 
 
 # ---- operations ----------------------------------------------------------------
