@@ -24,6 +24,7 @@ mailbox_app = typer.Typer(no_args_is_help=True, help="Mailboxes: add, list, dele
 alias_app = typer.Typer(no_args_is_help=True, help="Aliases (source -> local mailboxes).")
 key_app = typer.Typer(no_args_is_help=True, help="HTTP API keys.")
 config_app = typer.Typer(no_args_is_help=True, help="Settings.")
+docs_app = typer.Typer(no_args_is_help=True, help="Generated reference documents (docs/).")
 queue_app = typer.Typer(no_args_is_help=True, help="The outbound queue.")
 backup_app = typer.Typer(no_args_is_help=True, help="Encrypted backups: create, verify, list.")
 domain_app = typer.Typer(no_args_is_help=True, help="Mail domains: add, list, show, verify, zone, delete.")
@@ -32,6 +33,7 @@ app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(alias_app, name="alias")
 app.add_typer(key_app, name="key")
 app.add_typer(config_app, name="config")
+app.add_typer(docs_app, name="docs")
 app.add_typer(queue_app, name="queue")
 app.add_typer(backup_app, name="backup")
 app.add_typer(domain_app, name="domain")
@@ -681,10 +683,18 @@ def config_show(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = No
     print(json.dumps(_settings(config, dev, set_).redacted(), indent=2))
 
 
-@config_app.command("reference")
-def config_reference() -> None:
-    """Print the configuration reference (the source of docs/configuration.md)."""
+@docs_app.command("configuration")
+def docs_configuration() -> None:
+    """Print docs/configuration.md, generated from the settings."""
     sys.stdout.write(render_reference())
+
+
+@docs_app.command("api")
+def docs_api() -> None:
+    """Print docs/api.md, generated from the OpenAPI document."""
+    from .api.openapi import render_markdown
+
+    sys.stdout.write(render_markdown())
 
 
 def main() -> None:

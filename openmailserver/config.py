@@ -374,7 +374,7 @@ def render_reference() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "<!-- Generated from openmailserver/config.py by `openmailserver config reference`; "
+        "<!-- Generated from openmailserver/config.py by `openmailserver docs configuration`; "
         "a test fails when this file is stale. -->",
         "",
         "Settings are read in this order, each layer overriding the one before: built-in",

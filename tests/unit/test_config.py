@@ -64,4 +64,4 @@ def test_set_flags_and_redaction():
 
 def test_configuration_reference_is_current():
     assert (ROOT / "docs" / "configuration.md").read_text() == render_reference(), \
-        "docs/configuration.md is stale: run `openmailserver config reference > docs/configuration.md`"
+        "docs/configuration.md is stale: run `openmailserver docs configuration > docs/configuration.md`"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 from starlette.routing import Route
 
 from openmailserver.api.app import create_app
-from openmailserver.api.openapi import OPERATIONS, document
+from openmailserver.api.openapi import OPERATIONS, document, render_markdown
 from openmailserver.metrics import Metrics
 
 
@@ -27,3 +28,9 @@ def test_document_is_well_formed():
             params = {p["name"] for p in op["parameters"] if p["in"] == "path"}
             assert params == {part[1:-1] for part in path.split("/") if part.startswith("{")}
             assert any(code.startswith("2") for code in op["responses"])
+
+
+def test_api_reference_is_current():
+    root = Path(__file__).resolve().parents[2]
+    assert (root / "docs" / "api.md").read_text() == render_markdown(), \
+        "docs/api.md is stale: run `openmailserver docs api > docs/api.md`"
