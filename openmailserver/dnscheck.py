@@ -18,6 +18,7 @@ import spf
 
 from .config import Settings
 from .delivery.dkim import public_key_record
+from .resolver import forget_cached_answers
 
 
 @dataclass
@@ -74,6 +75,7 @@ def check_domain(settings: Settings, domain: dict[str, Any]) -> list[Check]:
     name, host = domain["name"], settings.mail_host.rstrip(".").lower()
     records = plan(settings, domain)
     checks: list[Check] = []
+    forget_cached_answers()
     try:
         mx_hosts = sorted((r.preference, r.exchange.to_text(omit_final_dot=True).lower())
                           for r in dns.resolver.resolve(name, "MX"))
@@ -215,6 +217,7 @@ def verify_records(settings: Settings, domain: dict[str, Any]) -> list[dict[str,
     """Every required record with its live `status` (MISSING, INVALID, VALID) and a `detail`.
     Blocking: run it in an executor."""
     out = []
+    forget_cached_answers()
     for record in required_records(settings, domain):
         try:
             status, detail = _verify_one(settings, record)
