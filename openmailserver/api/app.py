@@ -154,7 +154,8 @@ def create_app(rt: Runtime) -> Starlette:
         Route("/v1/aliases", aliases.create_alias, methods=["POST"]),
         Route("/v1/aliases", aliases.list_aliases, methods=["GET"]),
         Route("/v1/aliases/{source}", aliases.delete_alias, methods=["DELETE"]),
-        Route("/v1/messages/{message_id}", messages.update_labels, methods=["PATCH"]),
+        Route("/v1/messages/{message_id}", messages.update_message, methods=["PATCH"]),
+        Route("/v1/messages/{message_id}", messages.delete_message, methods=["DELETE"]),
         Route("/v1/threads/{thread_id}", threads.delete_thread, methods=["DELETE"]),
         *compat_routes(),
     ]

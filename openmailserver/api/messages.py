@@ -117,15 +117,38 @@ async def get_raw(request: Request) -> Response:
     return Response(await message_bytes(request, row, mailbox), media_type="message/rfc822")
 
 
-async def update_labels(request: Request) -> JSONResponse:
-    """`PATCH /v1/messages/{id}` with `add_labels`/`remove_labels`: custom labels (IMAP keywords)."""
+async def update_message(request: Request) -> JSONResponse:
+    """`PATCH /v1/messages/{id}`: flags (`add_flags`/`remove_flags`, or `seen`/`flagged` booleans),
+    a move (`folder`) and custom labels (`add_labels`/`remove_labels`, IMAP keywords)."""
     row, mailbox = await visible_message(request)
     body = await json_body(request)
     add, remove = labels.check_labels(body.get("add_labels"), "add_labels"), \
         labels.check_labels(body.get("remove_labels"), "remove_labels")
+    add_flags = labels.check_flags(body.get("add_flags"), "add_flags")
+    remove_flags = labels.check_flags(body.get("remove_flags"), "remove_flags")
+    for field, flag in (("seen", "\\Seen"), ("flagged", "\\Flagged")):
+        if field in body:
+            if not isinstance(body[field], bool):
+                raise MailError("invalid_request", f"{field} must be true or false", http_status=422)
+            (add_flags if body[field] else remove_flags).append(flag)
+    folder = body.get("folder")
+    if folder is not None and (not isinstance(folder, str) or not folder):
+        raise MailError("invalid_request", "folder must be a folder name", http_status=422)
     rt = runtime(request)
-    await labels.set_labels(rt, mailbox, row["id"], add=add, remove=remove)
+    if add_flags or remove_flags or folder is not None:
+        await labels.update_message(rt, mailbox, row["id"], add_flags=add_flags, remove_flags=remove_flags,
+                                    folder=folder)
+    if add or remove:
+        await labels.set_labels(rt, mailbox, row["id"], add=add, remove=remove)
     row = await rt.adb.read(messages.get_message, row["id"])
     if row is None:
         raise not_found("message")
-    return ok({"id": row["id"], "labels": labels.custom_labels(row), "system_labels": labels.system_labels(row)})
+    return ok({**_summary(row), "labels": labels.custom_labels(row), "system_labels": labels.system_labels(row)})
+
+
+async def delete_message(request: Request) -> JSONResponse:
+    """`DELETE /v1/messages/{id}`: to Trash; `?permanent=true` (or a message already in Trash) removes it."""
+    row, mailbox = await visible_message(request)
+    permanent = request.query_params.get("permanent", "false").lower() in ("1", "true", "yes")
+    outcome = await labels.delete_message(runtime(request), mailbox, row["id"], permanent)
+    return ok({"id": row["id"], "result": outcome})

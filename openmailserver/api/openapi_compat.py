@@ -111,11 +111,7 @@ COMPAT_OPERATIONS: list = [
      [DOMAIN], None, (200, ref("Domain")), [404]),
     ("get", "/v1/domains/{domain}/zone", "The records as a BIND zone snippet", "admin", [DOMAIN], None,
      (200, "text/plain"), [404]),
-    # ---- native additions: labels, thread deletion ----
-    ("patch", "/v1/messages/{message_id}", "Add or remove custom labels (IMAP keywords)", "mail:read", [MESSAGE],
-     obj([], add_labels=array(STRING), remove_labels=array(STRING)),
-     (200, obj(["id", "labels", "system_labels"], id=STRING, labels=array(STRING),
-                system_labels=array(STRING))), [400, 404, 413, 422]),
+    # ---- native: thread deletion ----
     ("delete", "/v1/threads/{thread_id}", "Delete a thread and all its messages", "mail:read", [THREAD], None,
      (204, None), [404]),
     # ---- OpenMail-style dialect ----

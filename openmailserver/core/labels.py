@@ -1,11 +1,12 @@
-"""Labels on messages, and deleting a whole thread.
+"""Message state changed through the API: labels, flags, folder moves, deletion of messages and threads.
 
 System labels are derived from state and cannot be set: `inbound`/`outbound`
 (direction), `unread` (no \\Seen), `spam` (in Junk), `bounced` (an outbound
 message whose delivery bounced). Custom labels are IMAP keywords on the
 message, so a mail client sees them as tags and an agent sees a client's
 keywords as labels. Changes go through the same store functions as IMAP
-STORE/EXPUNGE (flags, modseq, Maildir file names) and wake IMAP sessions.
+STORE/MOVE/EXPUNGE (flags, modseq, UIDs, Maildir file names) and wake IMAP
+sessions at once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 import sqlite3
 from typing import Any, Iterable
 
-from ..errors import MailError
+from ..errors import MailError, not_found
 from ..store import maildir, mailstate, messages
 
 SYSTEM_LABELS = ("inbound", "outbound", "unread", "spam", "bounced")
@@ -117,3 +118,74 @@ async def delete_thread(rt: Any, mailbox: dict[str, Any], thread_id: str) -> Non
         return touched
 
     _changed(rt, mailbox["id"], await rt.adb.write(remove))
+
+
+TRASH = next(name for name, use in maildir.DEFAULT_FOLDERS.items() if use == "\\Trash")
+SETTABLE_FLAGS = ("\\Seen", "\\Flagged", "\\Answered", "\\Draft", "\\Deleted")
+
+
+def check_flags(value: Any, field: str) -> list[str]:
+    """System flags by IMAP name (`\\Seen`) or plain word (`seen`)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MailError("invalid_request", f"{field} must be a list of flags", http_status=422)
+    by_name = {f.lower().lstrip("\\"): f for f in SETTABLE_FLAGS}
+    out = []
+    for flag in value:
+        canonical = by_name.get(flag.lower().lstrip("\\"))
+        if canonical is None:
+            raise MailError("invalid_request", f"{field}: {flag!r} is not one of {', '.join(SETTABLE_FLAGS)}",
+                            http_status=422, fix="custom tags go in add_labels/remove_labels")
+        out.append(canonical)
+    return out
+
+
+async def update_message(rt: Any, mailbox: dict[str, Any], message_id: str, *, add_flags: list[str],
+                         remove_flags: list[str], folder: str | None) -> None:
+    """Set and clear flags, then move to `folder`, in one transaction."""
+
+    def change(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+        row = messages.get_message(conn, message_id)
+        if row is None:
+            raise not_found("message")
+        source = messages.get_folder(conn, mailbox["id"], row["folder"])
+        path = _folder_path(rt, mailbox, row["folder"])
+        for mode, flags in (("add", add_flags), ("remove", remove_flags)):
+            if flags:
+                mailstate.store_flags(conn, source["id"], path, [row["uid"]], mode, flags)
+        touched = [source]
+        if folder is not None and folder != row["folder"]:
+            target = messages.get_folder(conn, mailbox["id"], folder)
+            if target is None:
+                raise MailError("unknown_folder", f"there is no folder {folder!r}", http_status=422,
+                                fix="use INBOX, Sent, Drafts, Trash, Junk, Archive or a folder made over IMAP")
+            mailstate.move_messages(conn, source["id"], path, target["id"],
+                                    _folder_path(rt, mailbox, folder), [row["uid"]])
+            touched.append(target)
+        return touched
+
+    _changed(rt, mailbox["id"], await rt.adb.write(change))
+
+
+async def delete_message(rt: Any, mailbox: dict[str, Any], message_id: str, permanent: bool) -> str:
+    """Move to Trash, or expunge when `permanent` or already in Trash; returns what happened."""
+    row = await rt.adb.read(messages.get_message, message_id)
+    if row is None:
+        raise not_found("message")
+    if not permanent and row["folder"] != TRASH:
+        await update_message(rt, mailbox, message_id, add_flags=[], remove_flags=[], folder=TRASH)
+        return "moved_to_trash"
+
+    def remove(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+        current = messages.get_message(conn, message_id)
+        if current is None:
+            raise not_found("message")
+        folder = messages.get_folder(conn, mailbox["id"], current["folder"])
+        path = _folder_path(rt, mailbox, current["folder"])
+        mailstate.store_flags(conn, folder["id"], path, [current["uid"]], "add", ["\\Deleted"])
+        mailstate.expunge(conn, mailbox["id"], folder["id"], path, [current["uid"]])
+        return [folder]
+
+    _changed(rt, mailbox["id"], await rt.adb.write(remove))
+    return "deleted"
