@@ -371,7 +371,7 @@ class Session:
             if self.quickack:
                 # Acknowledge at once: clients that send a literal and its CRLF in two
                 # writes (imaplib does) would otherwise wait for our delayed ACK (Nagle).
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, ValueError):  # ValueError: the peer already closed
                     self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
             return data
         except TimeoutError:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
+from typing import Callable
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, TLSSetupException
 
 from ..errors import storage_exhausted
 
@@ -35,14 +36,18 @@ _DEFAULT_ENHANCED = {
 
 
 class Limits:
-    """Connection counters shared by the sessions of one listener."""
+    """Connection counters shared by the sessions of one listener; `blocked(ip)` refuses an
+    address outright (submission: one that guessed passwords too often)."""
 
-    def __init__(self, total: int, per_ip: int) -> None:
+    def __init__(self, total: int, per_ip: int, blocked: Callable[[str], float] | None = None) -> None:
         self.total_limit, self.per_ip_limit = total, per_ip
         self.total = 0
         self.per_ip: Counter[str] = Counter()
+        self.blocked = blocked
 
     def admit(self, ip: str) -> str | None:
+        if self.blocked is not None and self.blocked(ip):
+            return "too many failed logins from your address, try again later"
         if self.total >= self.total_limit:
             return "too many connections, try again later"
         if self.per_ip[ip] >= self.per_ip_limit:
@@ -162,5 +167,9 @@ class Session(SMTP):
     async def handle_exception(self, error: Exception) -> str:
         if storage_exhausted(error):
             return "452 4.3.1 Insufficient system storage, try again later"
+        if isinstance(error, TLSSetupException):  # the client's handshake failed: its problem, not ours
+            log.info("TLS handshake failed for %s: %s", self.session.peer if self.session else "?",
+                     error.__cause__ or error)
+            return "454 4.7.0 TLS not available due to a handshake failure"
         log.exception("SMTP session error from %s", self.session.peer if self.session else "?")
         return "451 4.3.0 Internal error, try again later"

@@ -139,7 +139,8 @@ def _starter(implicit_tls: bool):
         settings = rt.settings
         context = rt.tls_context
         handler = SubmissionHandler(rt)
-        limits = Limits(settings.smtp_max_connections, settings.smtp_max_connections_per_ip)
+        limits = Limits(settings.smtp_max_connections, settings.smtp_max_connections_per_ip,
+                        blocked=rt.auth_throttle.blocked)
         rt.session_counts["submission" if implicit_tls else "submission_starttls"] = lambda: limits.total
 
         def factory() -> Session:

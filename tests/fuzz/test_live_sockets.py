@@ -1,4 +1,4 @@
-"""A bounded raw-socket fuzz run against the live listeners: random and mutated sessions.
+"""A bounded raw-socket fuzz run against the live SMTP and IMAP listeners: random and mutated sessions.
 
 Zero crashes means: no traceback in the daemon's output, every listener still
 answering, and real mail still flowing afterwards.
@@ -6,6 +6,7 @@ answering, and real mail still flowing afterwards.
 
 from __future__ import annotations
 
+import imaplib
 import os
 import random
 import socket
@@ -22,6 +23,13 @@ SMTP_SESSION = [b"EHLO fuzz.test\r\n", b"MAIL FROM:<a@remote.test> SIZE=100 BODY
                 b"RCPT TO:<victim@fz.test>\r\n", b"RCPT TO:<nobody@fz.test>\r\n", b"DATA\r\n",
                 b"Subject: fuzz\r\n\r\nbody line\r\n..dot\r\n.\r\n", b"RSET\r\n", b"VRFY x\r\n", b"NOOP\r\n",
                 b"AUTH PLAIN AGFAYgBj\r\n", b"STARTTLS\r\n", b"HELP\r\n", b"QUIT\r\n"]
+
+
+IMAP_SESSION = [b"a1 CAPABILITY\r\n", b"a2 LOGIN victim@fz.test victim-password\r\n", b"a3 SELECT INBOX\r\n",
+                b"a4 FETCH 1:* (FLAGS ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n",
+                b"a5 UID SEARCH OR FROM x SUBJECT y\r\n", b"a6 STORE 1 +FLAGS (\\Seen)\r\n",
+                b"a7 APPEND INBOX {11}\r\n", b"Subject: z\r\n", b"a8 LIST \"\" *\r\n", b"a9 IDLE\r\n", b"DONE\r\n",
+                b"a10 COPY 1 Archive\r\n", b"a11 EXPUNGE\r\n", b"a12 NOOP\r\n", b"a13 LOGOUT\r\n"]
 
 
 def _mutate(rng: random.Random, line: bytes) -> bytes:
@@ -80,7 +88,7 @@ def _fuzz(seed: int, port: int, template: list[bytes], tls: bool = False) -> Non
         list(pool.map(one, range(SESSIONS)))
 
 
-def test_smtp_listeners_survive_fuzzing(make_daemon):
+def test_smtp_and_imap_listeners_survive_fuzzing(make_daemon):
     daemon = make_daemon("fz", smtp_idle_timeout=5)
     daemon.create_mailbox("victim", password="victim-password")
     seed = int(os.environ.get("OMS_FUZZ_SEED", random.randrange(1 << 32)))
@@ -88,9 +96,14 @@ def test_smtp_listeners_survive_fuzzing(make_daemon):
     _fuzz(seed, daemon.smtp_port, SMTP_SESSION)
     _fuzz(seed + 1_000_000, daemon.settings["submission_starttls_port"], SMTP_SESSION)
     _fuzz(seed + 2_000_000, daemon.settings["submission_port"], SMTP_SESSION, tls=True)
+    _fuzz(seed + 3_000_000, daemon.settings["imap_port"], IMAP_SESSION)
+    _fuzz(seed + 4_000_000, daemon.settings["imaps_port"], IMAP_SESSION, tls=True)
     health = httpx.get(f"{daemon.api_url}/health")
     assert health.status_code == 200, (seed, health.text)
     send(daemon.smtp_port, "ok@remote.test", ["victim@fz.test"], build_message("ok@remote.test", "v", "after fuzz"))
     assert any(b"after fuzz" in m for m in daemon.messages_on_disk("victim@fz.test"))
+    with imaplib.IMAP4("127.0.0.1", daemon.settings["imap_port"]) as imap:
+        imap.login("victim@fz.test", "victim-password")
+        assert imap.select("INBOX")[0] == "OK"
     assert "Traceback" not in daemon.output(), f"seed {seed}"
     assert daemon.proc.poll() is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import imaplib
 from email import message_from_bytes, policy
 
 import pytest
@@ -66,6 +67,22 @@ def test_five_message_conversation_is_one_thread_on_both_sides(pair):
     refs = msg["References"].split()
     assert len(refs) == 4 and msg["In-Reply-To"] == refs[-1]
     assert "> message 4" in raw.decode() and msg["Subject"] == "Re: Plan"
+    # A real client's view: IMAP FETCH of the threading headers of every message in Bob's INBOX.
+    with b.http() as admin:
+        admin.post("/v1/mailboxes/bob@b.test/password", json={"password": "bob-password-1"})
+    imap = imaplib.IMAP4("127.0.0.1", b.settings["imap_port"])
+    imap.login("bob@b.test", "bob-password-1")
+    imap.select("INBOX")
+    _, data = imap.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID IN-REPLY-TO REFERENCES)])")
+    headers = [message_from_bytes(item[1]) for item in data if isinstance(item, tuple)]
+    imap.logout()
+    assert len(headers) == 3  # messages 1, 3 and 5 of the conversation
+    root = headers[0]["Message-ID"]
+    assert headers[0]["In-Reply-To"] is None and headers[0]["References"] is None
+    for n, header in ((3, headers[1]), (5, headers[2])):
+        refs = header["References"].split()
+        assert len(refs) == n - 1 and refs[0] == root and refs[-1] == header["In-Reply-To"]
+    assert set(headers[1]["References"].split()) < set(headers[2]["References"].split())
 
 
 def test_reply_all_forward_and_thread_id(pair, make_daemon):
