@@ -28,7 +28,7 @@ import tarfile
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -43,6 +43,9 @@ SALT_BYTES, PREFIX_BYTES = 16, 7
 MANIFEST = "manifest.json"
 DB_MEMBER = "db/openmailserver.db"
 TOP_LEVEL = ("db", "mail", "tls", MANIFEST)
+
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 
 class BackupError(Exception):
@@ -89,7 +92,8 @@ class _EncryptingWriter(io.RawIOBase):
         self._buffer.clear()
 
 
-def _decrypted_chunks(source: IO[bytes], passphrase: str) -> Iterator[bytes]:
+def _decrypted_chunks(source: IO[bytes], passphrase: str, progress: Progress | None = None) -> Iterator[bytes]:
+    total = os.fstat(source.fileno()).st_size
     header = source.read(len(MAGIC) + SALT_BYTES + PREFIX_BYTES)
     if not header.startswith(MAGIC) or len(header) != len(MAGIC) + SALT_BYTES + PREFIX_BYTES:
         raise BackupError("not an openmailserver backup (bad header)")
@@ -107,6 +111,8 @@ def _decrypted_chunks(source: IO[bytes], passphrase: str) -> Iterator[bytes]:
         sealed = source.read(size)
         if len(sealed) != size:
             raise BackupError(f"the backup is truncated inside chunk {index}")
+        if progress:
+            progress(source.tell(), total)
         for last in (False, True):
             nonce, aad = _nonce(prefix, index, last)
             try:
@@ -199,8 +205,30 @@ def _add_file(archive: tarfile.TarFile, path: Path, name: str, manifest: dict[st
     manifest["files"][name] = {"sha256": reader.digest.hexdigest(), "size": info.size}
 
 
-def create(settings: Settings) -> dict[str, Any]:
-    """Write a backup into `data_dir/backups/`; safe while the daemon runs."""
+def _files_to_back_up(settings: Settings) -> list[tuple[Path, str, int]]:
+    """(path, name in the archive, size) of every Maildir and TLS file, in a stable order."""
+    found = []
+    for root_name in ("mail", "tls"):
+        for dirpath, dirnames, filenames in os.walk(settings.data_dir / root_name):
+            dirnames.sort()
+            rel_dir = Path(dirpath).relative_to(settings.data_dir)
+            if rel_dir.name == "tmp":  # unfinished deliveries are never part of a backup
+                continue
+            for filename in sorted(filenames):
+                path = Path(dirpath) / filename
+                try:
+                    size = path.stat().st_size
+                except FileNotFoundError:
+                    size = 0  # renamed or deleted meanwhile: _add_file looks for it
+                found.append((path, f"{rel_dir.as_posix()}/{filename}", size))
+    return found
+
+
+def create(settings: Settings, progress: Progress | None = None) -> dict[str, Any]:
+    """Write a backup into `data_dir/backups/`; safe while the daemon runs.
+
+    `progress(done, total)` is called with bytes archived so far, for a progress bar.
+    """
     passphrase = _passphrase(settings)
     stamp = datetime.now(timezone.utc)
     directory = settings.data_dir / "backups"
@@ -218,21 +246,19 @@ def create(settings: Settings) -> dict[str, Any]:
         finally:
             target.close()
             source.close()
+        files = _files_to_back_up(settings)
+        total = snapshot.stat().st_size + sum(size for _, _, size in files)
         with open(partial, "wb") as out:
             writer = _EncryptingWriter(out, passphrase)
             buffered = io.BufferedWriter(writer, buffer_size=CHUNK)
             with tarfile.open(fileobj=buffered, mode="w|", format=tarfile.PAX_FORMAT) as archive:
                 _add_file(archive, snapshot, DB_MEMBER, manifest)
-                for root_name in ("mail", "tls"):
-                    root = settings.data_dir / root_name
-                    for dirpath, dirnames, filenames in os.walk(root):
-                        dirnames.sort()
-                        rel_dir = Path(dirpath).relative_to(settings.data_dir)
-                        if rel_dir.name == "tmp":  # unfinished deliveries are never part of a backup
-                            continue
-                        for filename in sorted(filenames):
-                            _add_file(archive, Path(dirpath) / filename, f"{rel_dir.as_posix()}/{filename}",
-                                      manifest, settings.data_dir)
+                done = snapshot.stat().st_size
+                for path, name, size in files:
+                    _add_file(archive, path, name, manifest, settings.data_dir)
+                    done += size
+                    if progress:
+                        progress(done, total)
                 data = json.dumps(manifest, indent=1).encode()
                 info = tarfile.TarInfo(MANIFEST)
                 info.size = len(data)
@@ -256,12 +282,12 @@ def _safe_member(member: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _walk(path: Path, passphrase: str, extract_to: Path | None) -> dict[str, Any]:
+def _walk(path: Path, passphrase: str, extract_to: Path | None, progress: Progress | None = None) -> dict[str, Any]:
     """Decrypt, check every member against the manifest, optionally extract. Raises BackupError."""
     seen: dict[str, str] = {}
     manifest = None
     with open(path, "rb") as source:
-        reader = io.BufferedReader(_ChunkReader(_decrypted_chunks(source, passphrase)), buffer_size=CHUNK)
+        reader = io.BufferedReader(_ChunkReader(_decrypted_chunks(source, passphrase, progress)), buffer_size=CHUNK)
         try:
             with tarfile.open(fileobj=reader, mode="r|") as archive:
                 for member in archive:
@@ -308,20 +334,20 @@ def _walk(path: Path, passphrase: str, extract_to: Path | None) -> dict[str, Any
     return {"files": len(seen), "created_at": manifest.get("created_at"), "hostname": manifest.get("hostname")}
 
 
-def validate(settings: Settings, path: str | Path) -> dict[str, Any]:
+def validate(settings: Settings, path: str | Path, progress: Progress | None = None) -> dict[str, Any]:
     """`{"status": "ok"|"invalid", "details": {...}}` — never raises for a bad file."""
     passphrase = _passphrase(settings)
     target = Path(path)
     if not target.is_file():
         return {"status": "invalid", "details": {"reason": f"{target} is not a file"}}
     try:
-        details = _walk(target, passphrase, None)
+        details = _walk(target, passphrase, None, progress)
     except BackupError as exc:
         return {"status": "invalid", "details": {"reason": str(exc)}}
     return {"status": "ok", "details": {**details, "path": str(target), "size": target.stat().st_size}}
 
 
-def restore(settings: Settings, path: str | Path) -> dict[str, Any]:
+def restore(settings: Settings, path: str | Path, progress: Progress | None = None) -> dict[str, Any]:
     """Restore into `data_dir`, which must be empty or hold no database (the daemon is stopped)."""
     passphrase = _passphrase(settings)
     data_dir = settings.data_dir
@@ -332,7 +358,7 @@ def restore(settings: Settings, path: str | Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=data_dir) as scratch:
         staging = Path(scratch)
         try:
-            details = _walk(Path(path), passphrase, staging)
+            details = _walk(Path(path), passphrase, staging, progress)
         except BackupError as exc:
             raise MailError("invalid_backup", str(exc), http_status=422) from None
         for name in ("mail", "tls"):

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import __version__
@@ -79,6 +81,18 @@ def _emit(data: Any, as_json: bool, human: str | Table) -> None:
         print(json.dumps(data, indent=2, default=str))
     else:
         out.print(human)
+
+
+@contextmanager
+def _progress(label: str, enabled: bool):
+    """A byte progress bar on stderr for long work (not with --json, not without a terminal)."""
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _table(columns: list[str], rows: list[list[Any]]) -> Table:
@@ -418,7 +432,8 @@ def backup_create(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = 
 
     settings = _settings(config, dev, set_)
     try:
-        result = backup.create(settings)
+        with _progress("backing up", not as_json) as progress:
+            result = backup.create(settings, progress)
     except MailError as exc:
         _fail(exc, as_json)
     _emit(result, as_json, f"backup written: {result['path']} ({result['size']} bytes, {result['files']} files)")
@@ -431,7 +446,8 @@ def backup_verify(path: str, config: ConfigOpt = None, dev: DevOpt = False, set_
     from . import backup
 
     try:
-        result = backup.validate(_settings(config, dev, set_), path)
+        with _progress("verifying", not as_json) as progress:
+            result = backup.validate(_settings(config, dev, set_), path, progress)
     except MailError as exc:
         _fail(exc, as_json)
     _emit(result, as_json, f"{result['status']}: " + ", ".join(f"{k}={v}" for k, v in result["details"].items()))
@@ -460,7 +476,8 @@ def restore(path: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetO
     if running_pid(settings):
         _fail(MailError("daemon_running", f"a daemon serves {settings.data_dir}; stop it first"), as_json)
     try:
-        result = backup.restore(settings, path)
+        with _progress("restoring", not as_json) as progress:
+            result = backup.restore(settings, path, progress)
     except MailError as exc:
         _fail(exc, as_json)
     _emit(result, as_json, f"restored {result['files']} files into {result['data_dir']}")
