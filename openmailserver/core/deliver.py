@@ -42,6 +42,11 @@ def _folder_path(rt: Runtime, d: Delivery):
     return maildir.folder_dir(root, d.folder)
 
 
+def _already_held(conn: sqlite3.Connection, deliveries: list[Delivery], since: str) -> set[int]:
+    return {id(d) for d in deliveries if d.meta.get("message_id") and messages.has_recent(
+        conn, d.mailbox["id"], d.folder, d.meta["message_id"], since)}
+
+
 def _index_all(conn: sqlite3.Connection, items: list[tuple[Delivery, str]],
                also: Callable[[sqlite3.Connection, list[dict]], Any] | None) -> list[dict]:
     since = iso(utcnow() - DEDUPE_WINDOW)
@@ -63,9 +68,18 @@ async def deliver(rt: Runtime, deliveries: list[Delivery],
                   also: Callable[[sqlite3.Connection, list[dict]], Any] | None = None) -> list[dict]:
     """Store every delivery durably and index them in one transaction; all or nothing.
 
+    Copies marked `dedupe` that the mailbox already holds are not written at all
+    (and, should two arrive at once, the one that commits second is removed).
+
     `also(conn, rows)` runs in the same transaction after the rows are indexed
     (the outbound queue entry of a submission, for instance).
     """
+    if any(d.dedupe for d in deliveries):
+        since = iso(utcnow() - DEDUPE_WINDOW)
+        known = await rt.adb.read(_already_held, [d for d in deliveries if d.dedupe], since)
+        deliveries = [d for d in deliveries if id(d) not in known]
+        if not deliveries:
+            return []
     paths = [_folder_path(rt, d) for d in deliveries]
     results = await asyncio.gather(
         *(rt.run(maildir.write_durably, path, d.data, d.flags or None) for path, d in zip(paths, deliveries)),

@@ -96,7 +96,11 @@ class QueueRunner:
     async def _deliver_lane(self, domain: str, rows: list[dict]) -> None:
         try:
             async with self.total:
-                await self._attempt(domain, rows)
+                # The dispatcher's read may predate a lane that just finished some of these rows.
+                pending = await self.rt.adb.read(queue.still_pending, [r["id"] for r in rows])
+                live = [r for r in rows if r["id"] in pending]
+                if live:
+                    await self._attempt(domain, live)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - never lose track of rows

@@ -76,6 +76,13 @@ def due(conn: sqlite3.Connection, now: float, limit: int) -> list[Row]:
     return [dict(r) for r in rows]
 
 
+def still_pending(conn: sqlite3.Connection, row_ids: list[str]) -> set[str]:
+    """Which of these recipient rows still wait for an attempt (a read may be stale by now)."""
+    marks = ",".join("?" * len(row_ids))
+    return {r[0] for r in conn.execute(
+        f"SELECT id FROM queue WHERE id IN ({marks}) AND state IN ('queued', 'deferred')", row_ids)}
+
+
 def next_due_at(conn: sqlite3.Connection) -> float | None:
     return conn.execute("SELECT MIN(next_attempt_at) FROM queue WHERE state IN ('queued', 'deferred')"
                         ).fetchone()[0]
