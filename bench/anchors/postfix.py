@@ -3,7 +3,9 @@
 It has its own config_directory, queue_directory and data_directory (`postfix
 -c DIR`), listens only on 127.0.0.1 at a port of our choosing, makes no DNS
 lookups, runs nothing chrooted, and delivers its virtual domain's mail with
-virtual(8) into Maildirs under the same directory. The master runs as root as
+virtual(8) into Maildirs under the same directory; mail for other domains
+goes to a `relayhost` when one is given (clients on 127.0.0.0/8 may relay),
+and smtpd offers STARTTLS when given a certificate. The master runs as root as
 usual and its daemons as the package's unprivileged `postfix` user (the
 `mail_owner`); mailbox files belong to `nobody`. The system's /etc/postfix and
 its service are never read, written or started.
@@ -56,6 +58,7 @@ virtual   unix  -       n       n       -       -       virtual
 lmtp      unix  -       -       n       -       -       lmtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
@@ -76,12 +79,16 @@ class PrivatePostfix:
     name = "postfix"
 
     def __init__(self, procs: Processes, root: Path, domain: str, locals_: list[str],
-                 hostname: str | None = None) -> None:
+                 hostname: str | None = None, relayhost: str = "", tls: tuple[Path, Path] | None = None) -> None:
+        """`relayhost` (e.g. "[127.0.0.1]:2525"): where mail for other domains goes, as a
+        smarthost; `tls`: (certificate, key) to offer STARTTLS on the smtpd port."""
         self.procs = procs
         self.root = root
         self.domain = domain
         self.locals = locals_
         self.hostname = hostname or f"mx.{domain}"
+        self.relayhost = relayhost
+        self.tls = tls
         self.port = free_port()
         self.config_dir = root / "etc"
         self.queue_dir = root / "queue"
@@ -96,6 +103,8 @@ class PrivatePostfix:
 
     def main_cf(self) -> str:
         owner = pwd.getpwnam(MAILBOX_USER)
+        tls = {"smtpd_tls_security_level": "may", "smtpd_tls_cert_file": self.tls[0],
+               "smtpd_tls_key_file": self.tls[1]} if self.tls else {}
         return "\n".join(f"{key} = {value}".rstrip() for key, value in {
             "compatibility_level": "3.6",
             "queue_directory": self.queue_dir,
@@ -109,7 +118,7 @@ class PrivatePostfix:
             "inet_interfaces": "127.0.0.1",
             "inet_protocols": "ipv4",
             "mynetworks": "127.0.0.0/8",
-            "relayhost": "",
+            "relayhost": self.relayhost,
             "alias_maps": "",
             "alias_database": "",
             "local_recipient_maps": "",
@@ -125,6 +134,7 @@ class PrivatePostfix:
             "maillog_file_prefixes": self.root,
             "biff": "no",
             "append_dot_mydomain": "no",
+            **tls,
         }.items()) + "\n"
 
     def master_cf(self) -> str:

@@ -108,3 +108,58 @@ def wait_until_quiet(threshold: float, max_wait: float) -> float:
         load = background_load()
         if load < threshold or time.monotonic() >= deadline:
             return load
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every process descended from it (Dovecot's master and all its children)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(entry)
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def memory_kb(pids: list[int]) -> dict:
+    """Resident memory of some processes in KiB: summed RSS, summed PSS (each shared page
+    divided among the processes sharing it), and the number of processes still alive."""
+    rss = pss = alive = 0
+    for pid in pids:
+        try:
+            rss += _status_kb(pid, "VmRSS")
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+                    break
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited meanwhile
+        alive += 1
+    return {"rss_kb": rss, "pss_kb": pss, "processes": alive}
+
+
+def settled_memory(pids: Callable[[], list[int]], *, within: float = 0.01, interval: float = 1.0,
+                   timeout: float = 20.0) -> dict:
+    """memory_kb() once the summed RSS changes by less than `within` (a fraction) between two
+    readings `interval` seconds apart, or after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = memory_kb(pids())
+    while True:
+        time.sleep(interval)
+        now = memory_kb(pids())
+        if abs(now["rss_kb"] - last["rss_kb"]) <= within * max(last["rss_kb"], 1) or time.monotonic() > deadline:
+            return now
+        last = now

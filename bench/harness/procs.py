@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -29,11 +30,14 @@ class Processes:
         self._stoppers: list[tuple[str, Callable[[], None]]] = []
 
     def spawn(self, argv: Sequence[str | os.PathLike], *, log: Path | None = None,
-              env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
-        """Start argv in its own session; stdout and stderr go to `log` (or nowhere)."""
+              env: dict[str, str] | None = None, cwd: Path | None = None,
+              pipe_stdout: bool = False) -> subprocess.Popen:
+        """Start argv in its own session; stdout and stderr go to `log` (or nowhere), or
+        stdout to a pipe (`proc.stdout`) when `pipe_stdout`."""
         out = open(log, "ab") if log else subprocess.DEVNULL
         try:
-            proc = subprocess.Popen([str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE if pipe_stdout else out,
+                                    stderr=out if pipe_stdout else subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True)
         finally:
             if log:
@@ -160,3 +164,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (servers started later inherit
+    it): the memory benchmark holds a thousand connections. Returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft

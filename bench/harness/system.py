@@ -1,6 +1,6 @@
 """The machine: installing the anchors' Debian packages, and describing the host.
 
-Anchor packages (Postfix, later Dovecot) ship system services. The benchmarks
+Anchor packages (Postfix, Dovecot) ship system services. The benchmarks
 never use those: they run private instances under /tmp. So a package is
 installed with its debconf questions answered "don't configure", and when this
 harness is the one that installed it, the system service is disabled and
@@ -24,6 +24,8 @@ PRESEED = {
 # System services a package may start; disabled and stopped after we install it.
 SERVICES = {
     "postfix": ["postfix.service"],
+    "dovecot-core": ["dovecot.service", "dovecot.socket"],
+    "dovecot-imapd": ["dovecot.service", "dovecot.socket"],
 }
 
 

@@ -96,9 +96,11 @@ class OpenMailserver:
             time.sleep(0.1)
         raise TimeoutError(f"openmailserver not healthy after {START_TIMEOUT}s: {last}\n{self.log_tail()}")
 
-    def create_mailbox(self, local: str) -> dict:
+    def create_mailbox(self, local: str, password: str | None = None) -> dict:
+        """Create local@domain; the answer holds its password and API key."""
+        body = {"local_part": local, "domain": self.domain, **({"password": password} if password else {})}
         response = httpx.post(f"{self.api_url}/v1/mailboxes", headers={"X-OpenMailserver-Key": self.admin_key},
-                              json={"local_part": local, "domain": self.domain}, timeout=30)
+                              json=body, timeout=60)
         if response.status_code != 201:
             raise RuntimeError(f"creating mailbox {local}@{self.domain}: {response.status_code} {response.text}")
         return response.json()
