@@ -73,7 +73,16 @@ async def deliver(rt: Runtime, deliveries: list[Delivery],
 
     `also(conn, rows)` runs in the same transaction after the rows are indexed
     (the outbound queue entry of a submission, for instance).
+
+    A caller that is cancelled meanwhile (an SMTP client hanging up after its
+    final dot) does not cut the work short: it finishes in the background, so
+    no file is ever left on disk without its index row.
     """
+    return await asyncio.shield(_deliver(rt, deliveries, also))
+
+
+async def _deliver(rt: Runtime, deliveries: list[Delivery],
+                   also: Callable[[sqlite3.Connection, list[dict]], Any] | None) -> list[dict]:
     if any(d.dedupe for d in deliveries):
         since = iso(utcnow() - DEDUPE_WINDOW)
         known = await rt.adb.read(_already_held, [d for d in deliveries if d.dedupe], since)
