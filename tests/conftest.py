@@ -139,11 +139,13 @@ class Daemon:
         self.stop()
         return self.start()
 
-    def output(self) -> str:
+    def output(self, tail: int | None = 5000) -> str:
+        """What the daemon printed: the last `tail` characters, or all of it."""
         try:
-            return self.log_path.read_text(errors="replace")[-5000:]
+            text = self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+        return text[-tail:] if tail else text
 
     # -- clients ---------------------------------------------------------------
 
