@@ -43,9 +43,11 @@ async def list_messages(request: Request) -> JSONResponse:
     if not who.is_admin and mailbox["id"] != who.mailbox_id:
         raise not_found(f"mailbox {mailbox['address']}")
     params = request.query_params
-    folder = params.get("folder", "INBOX")  # `all` lists every folder
+    label = params.get("label")
+    # Every folder when asked (`all`) or when filtering by label; else INBOX.
+    folder = params.get("folder", "all" if label else "INBOX")
     rows = await rt.adb.read(messages.list_messages, mailbox["id"], None if folder == "all" else folder,
-                             _limit(request), params.get("before"))
+                             _limit(request), params.get("before"), label)
     items = [_summary(r) for r in rows]
     if params.get("unread", "").lower() in ("1", "true", "yes"):
         items = [m for m in items if "\\Seen" not in m["flags"]]

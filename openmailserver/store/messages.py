@@ -177,11 +177,27 @@ def set_filename(conn: sqlite3.Connection, message_id: str, filename: str) -> No
     conn.execute("UPDATE messages SET filename = ? WHERE id = ?", (filename, message_id))
 
 
+# System labels (core/labels.py) as SQL conditions; any other label is an IMAP keyword in `flags`.
+_LABEL_SQL = {
+    "inbound": "m.direction = 'inbound'",
+    "outbound": "m.direction = 'outbound'",
+    "unread": "(' ' || m.flags || ' ') NOT LIKE '% \\Seen %'",
+    "spam": "f.special_use = '\\Junk'",
+    "bounced": "EXISTS (SELECT 1 FROM outbound o WHERE o.sent_copy_id = m.id AND o.state = 'bounced')",
+}
+
+
 def list_messages(conn: sqlite3.Connection, mailbox_id: str, folder: str | None = None,
-                  limit: int = 50, before: str | None = None) -> list[Row]:
+                  limit: int = 50, before: str | None = None, label: str | None = None) -> list[Row]:
     sql = ("SELECT m.*, f.name AS folder FROM messages m JOIN folders f ON f.id = m.folder_id "
            "WHERE m.mailbox_id = ?")
     args: list[Any] = [mailbox_id]
+    if label is not None:
+        if label in _LABEL_SQL:
+            sql += " AND " + _LABEL_SQL[label]
+        else:
+            sql += " AND (' ' || m.flags || ' ') LIKE ? ESCAPE '!'"
+            args.append("% " + label.replace("!", "!!").replace("%", "!%").replace("_", "!_") + " %")
     if folder is not None:
         sql += " AND f.name = ?"
         args.append(folder)

@@ -39,6 +39,10 @@ def test_smtp_message_read_flagged_moved_deleted_through_the_api_and_seen_by_ima
         patched = client.patch(f"/v1/messages/{listed['id']}", json={"seen": True, "flagged": True,
                                                                       "add_labels": ["invoice"]}).json()
         assert set(patched["flags"]) >= {"\\Seen", "\\Flagged", "invoice"} and patched["labels"] == ["invoice"]
+        by_label = lambda label: [m["id"] for m in client.get("/v1/mailboxes/alice@a.test/messages",
+                                                              params={"label": label}).json()]
+        assert by_label("invoice") == by_label("inbound") == [listed["id"]]
+        assert by_label("unread") == [] and by_label("outbound") == [] and by_label("other") == []
         [fetched] = _flags(imap, "INBOX")
         assert "\\Seen" in fetched and "\\Flagged" in fetched and "invoice" in fetched
         watcher.noop()  # the other session hears of the change (RFC 3501 §7.4.2 untagged FETCH)
