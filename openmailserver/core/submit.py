@@ -140,6 +140,9 @@ async def submit(rt: Runtime, *, mailbox: dict[str, Any], envelope_from: str, to
                             smtp=(550, "5.1.1"))
         else:
             for target in resolution.mailboxes:
+                if target["quota_bytes"] and target["used_bytes"] + len(raw) > target["quota_bytes"]:
+                    raise MailError("mailbox_full", f"{text}: the mailbox is full", http_status=422,
+                                    smtp=(452, "4.2.2"), fix="the recipient must free space first")
                 local.setdefault(target["id"], (target, text))
     queue_id = secrets.token_hex(6).upper()
     received = trace_header("Received", f"from {client} by {settings.mail_host} (openmailserver) with "

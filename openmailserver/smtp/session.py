@@ -130,6 +130,8 @@ class Session(SMTP):
     # -- replies ---------------------------------------------------------------
 
     async def push(self, status) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return  # the client left (uvloop refuses writes to a closed transport)
         if isinstance(status, bytes):
             status = status.decode("utf-8", "replace")
         if not self._plain_replies and len(status) >= 4 and not _ENHANCED.match(status):

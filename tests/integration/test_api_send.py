@@ -190,3 +190,13 @@ def test_admin_queue_operations(pair):
         wait_for(lambda: b.messages_on_disk("bob@b.test"), timeout=15)
         assert admin.post(f"/v1/queue/{sent['id']}/frobnicate").status_code == 404
         assert admin.delete("/v1/queue/nothing").status_code == 404
+
+
+def test_a_full_local_mailbox_is_refused(make_daemon):
+    a = make_daemon("a")
+    agent = a.create_mailbox("agent")
+    a.create_mailbox("tiny", quota=100)
+    response = _send(a, agent["api_key"]["key"], sender="agent@a.test", recipients=["tiny@a.test"], subject="big",
+                     text_body="x" * 500)
+    assert response.status_code == 422 and response.json()["error"] == "mailbox_full"
+    assert a.messages_on_disk("tiny@a.test") == [] and a.messages_on_disk("agent@a.test", "Sent") == []
