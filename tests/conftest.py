@@ -9,6 +9,7 @@ variables, the way a service manager would.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import signal
 import socket
@@ -28,10 +29,23 @@ PORT_SETTINGS = ("smtp_port", "submission_port", "submission_starttls_port", "im
 START_TIMEOUT = 60.0  # generous: a loaded 2-core machine starts a daemon slowly
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port for a daemon listener, from below the kernel's ephemeral range (32768+) so that no
+    client connection of the test run can take it between our check and the daemon's bind."""
+    while True:
+        port = random.randrange(20000, 32768)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def new_admin_key() -> str:
