@@ -3,6 +3,7 @@ and its anchor, each repetition on fresh instances in a fresh directory."""
 
 from __future__ import annotations
 
+import abc
 import datetime
 import shutil
 import time
@@ -29,7 +30,7 @@ class Metric:
     target_value: float | None = None  # absolute bound on ours: floor if higher is better, else ceiling
 
 
-class Benchmark:
+class Benchmark(abc.ABC):
     """Subclasses fill in the description and implement run_once()."""
 
     name: str = ""
@@ -59,20 +60,21 @@ class Benchmark:
     def teardown(self) -> None:
         pass
 
+    @abc.abstractmethod
     def run_once(self, target: str, work: Path, procs: Processes, profile: Path | None = None) -> dict:
         """One measurement; returns {metric key: value, ..., plus any extra fields}."""
-        raise NotImplementedError
 
 
-class Check:
+class Check(abc.ABC):
     """Not a comparison: a test suite run bigger than in `make test`, recorded as pass/fail and counts."""
 
     name: str = ""
     title: str = ""
     description: str = ""
 
+    @abc.abstractmethod
     def run(self, work: Path) -> dict:
-        raise NotImplementedError
+        """Run the suite; returns its outcome and counts."""
 
 
 def _now() -> str:

@@ -39,7 +39,7 @@ from .messages import attachment_response
 from .replies import respond_as
 from .send import (Idempotency, _headers, addresses_field, attachments_field, client_of, request_hash_of,
                    text_field)
-from .webhooks import _inboxes
+from .webhooks import inbox_filter, own_webhook
 
 DOWNLOAD_TTL = 3600
 EVENT_TYPES = tuple(webhooks.EVENT_TYPES) + ("message.complained", "message.rejected")
@@ -428,14 +428,6 @@ def _event_types(value: Any, required: bool) -> list[str]:
     return list(dict.fromkeys(value))
 
 
-async def _own_hook(request: Request):
-    who = await principal(request, "mail:read")
-    hook = await runtime(request).adb.read(hook_store.get, request.path_params["webhook_id"])
-    if hook is None or (not who.is_admin and hook["mailbox_id"] != who.mailbox_id):
-        raise not_found("webhook")
-    return who, hook
-
-
 async def create_webhook(request: Request) -> JSONResponse:
     who = await principal(request, "mail:read")
     rt = runtime(request)
@@ -445,7 +437,7 @@ async def create_webhook(request: Request) -> JSONResponse:
     client_id = _text(body, "client_id", 255)
     secret = webhooks.new_secret()
     hook = await rt.adb.write(hook_store.insert, mailbox_id=who.mailbox_id, url=url, event_types=types,
-                              inbox_ids=_inboxes(who, body.get("inbox_ids")), enabled=True, secret=secret,
+                              inbox_ids=inbox_filter(who, body.get("inbox_ids")), enabled=True, secret=secret,
                               client_id=client_id)
     return ok(webhook_json(hook, secret), status=201)
 
@@ -458,12 +450,12 @@ async def list_webhooks(request: Request) -> JSONResponse:
 
 
 async def get_webhook(request: Request) -> JSONResponse:
-    _, hook = await _own_hook(request)
+    _, hook = await own_webhook(request)
     return ok(webhook_json(hook))
 
 
 async def update_webhook(request: Request) -> JSONResponse:
-    who, hook = await _own_hook(request)
+    who, hook = await own_webhook(request)
     rt = runtime(request)
     body = await json_body(request)
     changes: dict[str, Any] = {"updated_at": now_iso()}
@@ -472,7 +464,7 @@ async def update_webhook(request: Request) -> JSONResponse:
     if "event_types" in body:
         changes["event_types"] = _event_types(body["event_types"], required=True)
     if "inbox_ids" in body:
-        changes["inbox_ids"] = _inboxes(who, body["inbox_ids"])
+        changes["inbox_ids"] = inbox_filter(who, body["inbox_ids"])
     if "enabled" in body:
         if not isinstance(body["enabled"], bool):
             raise MailError("invalid_request", "enabled must be true or false", http_status=422)
@@ -483,7 +475,7 @@ async def update_webhook(request: Request) -> JSONResponse:
 
 
 async def delete_webhook(request: Request) -> Response:
-    _, hook = await _own_hook(request)
+    _, hook = await own_webhook(request)
     await runtime(request).adb.write(hook_store.delete, hook["id"])
     return Response(status_code=204)
 

@@ -36,7 +36,7 @@ def _types(value: Any) -> list[str]:
     return list(dict.fromkeys(value))
 
 
-def _inboxes(who: Principal, value: Any) -> list[str]:
+def inbox_filter(who: Principal, value: Any) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -46,7 +46,8 @@ def _inboxes(who: Principal, value: Any) -> list[str]:
     return list(dict.fromkeys(value))
 
 
-async def _own(request: Request) -> tuple[Principal, dict]:
+async def own_webhook(request: Request) -> tuple[Principal, dict]:
+    """The webhook in the path, visible to the admin or its own mailbox's key only (else 404)."""
     who = await principal(request, "mail:read")
     hook = await runtime(request).adb.read(store.get, request.path_params["webhook_id"])
     if hook is None or (not who.is_admin and hook["mailbox_id"] != who.mailbox_id):
@@ -65,7 +66,7 @@ async def create(request: Request) -> JSONResponse:
     secret = webhooks.new_secret()
     hook = await rt.adb.write(store.insert, mailbox_id=who.mailbox_id, url=url,
                               event_types=_types(body.get("event_types")),
-                              inbox_ids=_inboxes(who, body.get("inbox_ids")), enabled=enabled, secret=secret)
+                              inbox_ids=inbox_filter(who, body.get("inbox_ids")), enabled=enabled, secret=secret)
     return ok(public(hook, secret), status=201)
 
 
@@ -76,12 +77,12 @@ async def list_hooks(request: Request) -> JSONResponse:
 
 
 async def get_hook(request: Request) -> JSONResponse:
-    _, hook = await _own(request)
+    _, hook = await own_webhook(request)
     return ok(public(hook))
 
 
 async def update(request: Request) -> JSONResponse:
-    who, hook = await _own(request)
+    who, hook = await own_webhook(request)
     rt = runtime(request)
     body = await json_body(request)
     changes: dict[str, Any] = {}
@@ -90,7 +91,7 @@ async def update(request: Request) -> JSONResponse:
     if "event_types" in body:
         changes["event_types"] = _types(body["event_types"])
     if "inbox_ids" in body:
-        changes["inbox_ids"] = _inboxes(who, body["inbox_ids"])
+        changes["inbox_ids"] = inbox_filter(who, body["inbox_ids"])
     if "enabled" in body:
         if not isinstance(body["enabled"], bool):
             raise MailError("invalid_request", "enabled must be true or false", http_status=422)
@@ -108,7 +109,7 @@ async def update(request: Request) -> JSONResponse:
 
 
 async def delete(request: Request) -> Response:
-    _, hook = await _own(request)
+    _, hook = await own_webhook(request)
     await runtime(request).adb.write(store.delete, hook["id"])
     return Response(status_code=204)
 
@@ -121,13 +122,13 @@ def _delivery(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def deliveries(request: Request) -> JSONResponse:
-    _, hook = await _own(request)
+    _, hook = await own_webhook(request)
     rows = await runtime(request).adb.read(store.list_deliveries, hook["id"])
     return ok([_delivery(r) for r in rows])
 
 
 async def replay(request: Request) -> JSONResponse:
-    _, hook = await _own(request)
+    _, hook = await own_webhook(request)
     rt = runtime(request)
     row = await rt.adb.read(store.get_delivery, request.path_params["delivery_id"])
     if row is None or row["webhook_id"] != hook["id"]:
