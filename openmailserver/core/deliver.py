@@ -9,6 +9,7 @@ so the sender's retry cannot produce a duplicate.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,6 +19,8 @@ from ..errors import MailError, storage_exhausted, storage_full
 from ..runtime import Runtime
 from ..store import maildir, messages
 from ..util import iso, utcnow
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,21 +94,31 @@ async def _deliver(rt: Runtime, deliveries: list[Delivery],
             return []
     paths = [_folder_path(rt, d) for d in deliveries]
     results = await asyncio.gather(
-        *(rt.run(maildir.write_durably, path, d.data, d.flags or None) for path, d in zip(paths, deliveries)),
+        *(rt.run(maildir.place, path, d.data, d.flags or None) for path, d in zip(paths, deliveries)),
         return_exceptions=True)
     written = [(p, r) for p, r in zip(paths, results) if isinstance(r, str)]
     failure = next((r for r in results if isinstance(r, BaseException)), None)
     if failure is None:
-        try:
-            rows = await rt.adb.write(_index_all, [(d, r) for d, r in zip(deliveries, results)], also)
+        # The renames' directory fsyncs and the index commit run at the same time; the
+        # caller acknowledges only after both (see `store.maildir` on why that is safe).
+        directories = {(path / name).parent for path, name in written}
+        outcome = await asyncio.gather(
+            rt.adb.write(_index_all, [(d, r) for d, r in zip(deliveries, results)], also),
+            *(rt.run(maildir.sync_dir, directory) for directory in directories), return_exceptions=True)
+        rows, synced = outcome[0], outcome[1:]
+        failure = next((r for r in synced if isinstance(r, BaseException)), None)
+        if isinstance(rows, BaseException):
+            failure = storage_full() if storage_exhausted(rows) else rows
+        elif failure is None:
             for path, row in zip(paths, rows):
                 if "event" in row:
                     rt.hub.publish(row["event"])
                 if row.get("duplicate"):
                     await rt.run(maildir.remove_file, path, row["filename"])
             return rows
-        except Exception as exc:  # noqa: BLE001 - cleaned up below, then re-raised
-            failure = storage_full() if storage_exhausted(exc) else exc
+        else:
+            log.error("directory fsync failed after the index commit; undoing the delivery: %s", failure)
+            await rt.adb.write(messages.drop_message_rows, [row["id"] for row in rows if "id" in row])
     for path, filename in written:
         await rt.run(maildir.remove_file, path, filename)
     if isinstance(failure, MailError):

@@ -362,6 +362,9 @@ class Selected:
         self.known_modseq = folder["highestmodseq"]
         self.keywords: list[str] = mailstate.split_flags(folder.get("keywords", ""))
         self.dirty = False
+        # Changes read in the transaction of this session's own write (APPEND), so that
+        # the next `sync` need not read them again.
+        self.prefetched: Optional[dict] = None
         self.dead = False
         self.claimed_recent = False
         self.recent_count = 0
@@ -441,8 +444,10 @@ class Selected:
         """Learn what other sessions and deliveries changed; report what RFC 3501 allows now."""
         self.dirty = False
         rt = session.rt
+        changes, self.prefetched = self.prefetched, None
         if not self.dead:
-            changes = await rt.adb.read(mailstate.changes_since, self.folder["id"], self.known_modseq)
+            if changes is None or changes["folder"] is None or changes["folder"]["highestmodseq"] <= self.known_modseq:
+                changes = await rt.adb.read(mailstate.changes_since, self.folder["id"], self.known_modseq)
             if changes["folder"] is None or changes["folder"]["uidvalidity"] != self.folder["uidvalidity"]:
                 self.dead = True  # deleted (and maybe recreated) by another session
                 self.pending_expunge.update(self.uids)

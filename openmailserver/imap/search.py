@@ -2,8 +2,8 @@
 
 `run_search` runs in the executor and reads only what the keys need: flag,
 sequence and UID keys use the view; size and date keys the message details;
-SUBJECT and FROM the message index (decoded subject and sender, one query for
-the whole folder); other header keys the cached header block (or the first
+SUBJECT and FROM the message index (decoded subject and sender, one query per
+key that lets SQLite preselect the rows); other header keys the cached header block (or the first
 bytes of the file, cached afterwards); BODY and TEXT the whole message, whose
 decoded text (transfer encodings and charsets undone, RFC 2047 headers
 decoded) is searched. Matching is case-insensitive substring matching, as the
@@ -26,8 +26,6 @@ from . import protocol as p
 if TYPE_CHECKING:  # pragma: no cover
     from .mailbox import FileFinder, Msg
 
-# Header fields answered from the message index instead of the header block.
-_INDEXED = {"subject": 0, "from": 1}
 
 
 def _cost(key: p.SearchKey) -> int:
@@ -64,31 +62,30 @@ def _needs_details(key: p.SearchKey) -> bool:
     return False
 
 
-def _header_keys(key: p.SearchKey) -> tuple[bool, bool]:
-    """(uses the message index, uses header blocks) for a key tree."""
+def _indexed(key: p.SearchHeader) -> bool:
+    """Whether the message index answers a header key (not an empty "has the field" test)."""
+    return key.field.lower() in mailstate.INDEXED_HEADERS and bool(key.value)
+
+
+def _uses_headers(key: p.SearchKey) -> bool:
+    """Whether a key tree reads header blocks."""
     if isinstance(key, p.SearchHeader):
-        indexed = key.field.lower() in _INDEXED and bool(key.value)
-        return indexed, not indexed
-    if isinstance(key, p.SearchDate) and key.field == "SENT":
-        return False, True
-    children: list[p.SearchKey] = []
+        return not _indexed(key)
+    if isinstance(key, p.SearchDate):
+        return key.field == "SENT"
     if isinstance(key, p.SearchNot):
-        children = [key.key]
-    elif isinstance(key, p.SearchOr):
-        children = [key.left, key.right]
-    elif isinstance(key, p.SearchAnd):
-        children = list(key.keys)
-    index = header = False
-    for child in children:
-        a, b = _header_keys(child)
-        index, header = index or a, header or b
-    return index, header
+        return _uses_headers(key.key)
+    if isinstance(key, p.SearchOr):
+        return _uses_headers(key.left) or _uses_headers(key.right)
+    if isinstance(key, p.SearchAnd):
+        return any(_uses_headers(k) for k in key.keys)
+    return False
 
 
 class _Item:
     """One message being searched, with lazily loaded data."""
 
-    __slots__ = ("seq", "msg", "header", "header_lower", "full", "texts", "sent", "index")
+    __slots__ = ("seq", "msg", "header", "header_lower", "full", "texts", "sent")
 
     def __init__(self, seq: int, msg: "Msg") -> None:
         self.seq = seq
@@ -98,7 +95,6 @@ class _Item:
         self.full: Optional[bytes] = None
         self.texts: Optional[tuple[str, str]] = None
         self.sent: Any = False
-        self.index: Optional[tuple[str, str]] = None
 
 
 class _Search:
@@ -119,13 +115,6 @@ class _Search:
         by_uid = {it.msg.uid: it for it in items}
         for row in self.db.read(mailstate.message_details_for, self.folder_id, todo):
             by_uid[row[0]].msg.set_details(*row[1:5])
-
-    def load_index(self, items: list[_Item]) -> None:
-        index = self.db.read(mailstate.search_index, self.folder_id)
-        for it in items:
-            row = index.get(it.msg.uid)
-            if row is not None:
-                it.index = (row[0].casefold(), row[1].casefold())
 
     def load_headers(self, items: list[_Item]) -> None:
         rows = self.db.read(mailstate.message_details_for, self.folder_id, [it.msg.uid for it in items], ("header",))
@@ -202,9 +191,9 @@ class _Search:
         if isinstance(key, p.SearchHeader):
             name = key.field.lower()
             needle = key.value.casefold()
-            if needle and name in _INDEXED:
-                column = _INDEXED[name]
-                return lambda it: it.index is not None and needle in it.index[column]
+            if _indexed(key):
+                matches = self.db.read(mailstate.header_matches, self.folder_id, name, needle)
+                return lambda it: it.msg.uid in matches
             return lambda it: self.match_header(name, needle, it)
         if isinstance(key, p.SearchText):
             needle = key.value.casefold()
@@ -281,10 +270,7 @@ def run_search(db, folder_id: int, finder: "FileFinder", msgs: list["Msg"], crit
             items = [it for it in items if prefilter(it)]
         if _needs_details(criteria):
             search.load_details(items)
-        use_index, use_headers = _header_keys(criteria)
-        if use_index:
-            search.load_index(items)
-        if use_headers:
+        if _uses_headers(criteria):
             search.load_headers(items)
     result = []
     predicate = search.compile(criteria)

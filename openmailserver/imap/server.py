@@ -61,6 +61,9 @@ MAX_CONNECTIONS = 5000
 MAX_SESSIONS_PER_USER = 1000  # at least 20 by issue 5; high enough for many devices and tools
 MAX_COMMAND_LITERAL = 64 * 1024  # literals of commands other than APPEND
 MAX_COMMAND_TOTAL = 1024 * 1024  # all literals of one non-APPEND command
+# APPENDed messages up to this size are prepared on the event loop: the parsing holds the
+# GIL either way, and a hop to the executor costs more than the work.
+INLINE_PREPARE = 256 * 1024
 MAX_PREAUTH_LITERAL = 8 * 1024
 PREAUTH_TIMEOUT = 120.0
 AUTH_TIMEOUT = 30 * 60.0  # RFC 3501 §5.4: at least 30 minutes
@@ -881,18 +884,20 @@ class Session:
     async def cmd_append(self, cmd: p.Command) -> str:
         args: p.AppendArgs = cmd.args  # type: ignore[assignment]
         assert self.mailbox is not None
-        folder = await self.rt.adb.read(get_folder, self.mailbox["id"], args.mailbox)
+        folder, mailbox = await self.rt.adb.read(_append_target, self.mailbox["id"], args.mailbox)
         if folder is None:
             return "NO [TRYCREATE] Mailbox does not exist"
         if not args.message:
             return "NO Empty messages are not accepted"
-        mailbox = await self.rt.adb.read(store_accounts.get_mailbox_by_id, self.mailbox["id"])
         if mailbox is None:
             return "NO [UNAVAILABLE] Mailbox is gone"
         quota = mailbox["quota_bytes"]
         if quota and mailbox["used_bytes"] + len(args.message) > quota:
             return "NO [OVERQUOTA] Quota exceeded"
-        data, meta, cache = await self.rt.run(_prepare_append, args.message)
+        if len(args.message) <= INLINE_PREPARE:
+            data, meta, cache = _prepare_append(args.message)
+        else:
+            data, meta, cache = await self.rt.run(_prepare_append, args.message)
         # Keywords are case-insensitive: keep the spelling the folder already uses.
         known = {k.lower(): k for k in mailstate.split_flags(folder.get("keywords", ""))}
         flags = {f if f.startswith("\\") else known.get(f.lower(), f) for f in args.flags}
@@ -901,11 +906,20 @@ class Session:
         delivery = Delivery(mailbox=mailbox, data=data, meta=meta, folder=folder["name"], flags=flags,
                             direction="outbound" if folder["special_use"] in ("\\Sent", "\\Drafts") else "inbound",
                             event_type=None)
-        rows = await deliver(self.rt, [delivery],
-                             lambda conn, rows: mailstate.after_append(conn, rows, when, keywords, cache))
+        selected = self.selected if self.selected is not None and self.selected.folder["id"] == folder["id"] \
+            else None
+        since = selected.known_modseq if selected is not None else None
+        changes: list[dict] = []
+
+        def finish(conn, rows: list[dict]) -> None:
+            mailstate.after_append(conn, rows, when, keywords, cache)
+            if since is not None:  # what the selected view must learn, read in the same transaction
+                changes.append(mailstate.changes_since(conn, folder["id"], since))
+
+        rows = await deliver(self.rt, [delivery], finish)
         self.publish(folder)
-        if self.selected is not None and self.selected.folder["id"] == folder["id"]:
-            self.selected.dirty = True
+        if selected is not None and selected is self.selected:
+            selected.prefetched = changes[0]
         return f"OK [APPENDUID {folder['uidvalidity']} {rows[0]['uid']}] Append completed"
 
     async def cmd_idle(self, cmd: p.Command) -> str:
@@ -985,6 +999,11 @@ def _remove_tree(path) -> None:
 
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def _append_target(conn, mailbox_id: str, name: str) -> tuple[Optional[dict], Optional[dict]]:
+    """The folder an APPEND goes to and the mailbox row (for its quota), in one read."""
+    return get_folder(conn, mailbox_id, name), store_accounts.get_mailbox_by_id(conn, mailbox_id)
 
 
 def _prepare_append(message: bytes) -> tuple[bytes, dict[str, Any], tuple[bytes, bytes]]:

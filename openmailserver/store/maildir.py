@@ -1,9 +1,12 @@
 """The Maildir++ tree: `mail_root/<domain>/<local>/` with dot folders.
 
 Durable delivery (DESIGN §3): write to `tmp/`, fsync the file, rename into
-`new/`, fsync the directory. Only then may the index row be committed and the
-message acknowledged. A crash before the rename leaves a file in `tmp/` that no
-reader treats as mail and that start-up cleans away.
+`new/` (`place`), fsync the directory (`sync_dir`). The message is acknowledged
+only after the directory fsync and the index commit have both completed (the
+two may run at the same time: a power loss between them leaves an index row
+whose file is missing, for a message never acknowledged, and start-up
+reconciliation drops such rows). A crash before the rename leaves a file in
+`tmp/` that no reader treats as mail and that start-up cleans away.
 """
 
 from __future__ import annotations
@@ -80,28 +83,40 @@ def base_name(filename: str) -> str:
     return name.split(":2,", 1)[0]
 
 
-def _fsync_dir(path: Path) -> None:
+def sync_dir(path: Path) -> None:
+    """fsync a directory, making the renames into it durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise storage_full() from exc
+        raise
     finally:
         os.close(fd)
 
 
-def write_durably(folder_path: Path, data: bytes, flags: set[str] | None = None) -> str:
-    """Store one message file; returns its name relative to the folder directory.
+def place(folder_path: Path, data: bytes, flags: set[str] | None = None) -> str:
+    """Write one message file, fsync it and rename it into place; returns its name relative
+    to the folder directory. The rename is durable only once `sync_dir` has run on its
+    directory (`folder_path / name`'s parent).
 
     Without flags the file goes to `new/`; with flags straight to `cur/` with
     its info suffix (as an APPEND with flags or a Sent copy).
     """
     name = unique_name(len(data))
     target = f"cur/{name}{info_suffix(flags)}" if flags else f"new/{name}"
-    write_file_durably(folder_path / "tmp" / name, folder_path / target, data)
+    _write_and_rename(folder_path / "tmp" / name, folder_path / target, data)
     return target
 
 
 def write_file_durably(tmp_path: Path, final_path: Path, data: bytes) -> None:
     """Write `tmp_path`, fsync it, rename it to `final_path`, fsync that directory."""
+    _write_and_rename(tmp_path, final_path, data)
+    sync_dir(final_path.parent)
+
+
+def _write_and_rename(tmp_path: Path, final_path: Path, data: bytes) -> None:
     try:
         fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -113,7 +128,6 @@ def write_file_durably(tmp_path: Path, final_path: Path, data: bytes) -> None:
         finally:
             os.close(fd)
         os.rename(tmp_path, final_path)
-        _fsync_dir(final_path.parent)
     except OSError as exc:
         try:
             tmp_path.unlink()

@@ -284,10 +284,25 @@ def message_details_for(conn: sqlite3.Connection, folder_id: int, uids: list[int
     return out
 
 
-def search_index(conn: sqlite3.Connection, folder_id: int) -> dict[int, tuple[str, str]]:
-    """UID -> (decoded Subject, formatted From) from the message index, for fast SEARCH."""
-    return {row[0]: (row[1], row[2]) for row in _plain(conn).execute(
-        "SELECT uid, subject, from_addr FROM messages WHERE folder_id = ?", (folder_id,))}
+# Columns of the message index a header SEARCH can use: decoded Subject, formatted From.
+INDEXED_HEADERS = {"subject": "subject", "from": "from_addr"}
+
+
+def header_matches(conn: sqlite3.Connection, folder_id: int, header: str, needle: str) -> set[int]:
+    """UIDs whose indexed `header` contains the casefolded `needle` (RFC 3501 §6.4.4 substring
+    match, case-insensitive). SQLite's LIKE folds ASCII only, so it preselects the ASCII rows
+    and every row with other characters is checked here with `str.casefold`."""
+    column = INDEXED_HEADERS[header]
+    other = f"length({column}) != length(CAST({column} AS BLOB))"  # characters beyond ASCII
+    if needle.isascii():
+        pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = _plain(conn).execute(
+            f"SELECT uid, {column} FROM messages WHERE folder_id = ? AND ({column} LIKE ? ESCAPE '\\' OR {other})",
+            (folder_id, pattern))
+    else:  # only text beyond ASCII can hold it
+        rows = _plain(conn).execute(f"SELECT uid, {column} FROM messages WHERE folder_id = ? AND {other}",
+                                    (folder_id,))
+    return {uid for uid, text in rows if needle in text.casefold()}
 
 
 def changes_since(conn: sqlite3.Connection, folder_id: int, modseq: int) -> Row:
