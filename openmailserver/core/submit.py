@@ -8,19 +8,21 @@ before the caller acknowledges.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from email.message import Message
 from typing import Any, Callable
 
 from .. import mime
 from ..address import Address, parse_address
 from ..delivery import dkim
 from ..errors import MailError
-from ..mime.compose import ensure_id_and_date, trace_header
+from ..mime.compose import missing_id_and_date, trace_header
 from ..runtime import Runtime
 from ..store import accounts, messages, queue, spool
 from ..util import iso, new_id
@@ -67,17 +69,6 @@ def check_sender(allowed: set[str], address: str) -> None:
         raise sender_denied(address)
 
 
-def check_from_header(allowed: set[str], raw: bytes) -> list[str]:
-    """Every address in From: must be ours to use (RFC 6409 §8.1 lets us enforce it)."""
-    values = mime.parse_headers(raw).get_all("From") or []
-    addresses = [addr for _, addr in email.utils.getaddresses(values) if addr]
-    if not addresses:
-        raise MailError("missing_from", "the message has no From: header", http_status=422, smtp=(550, "5.6.0"))
-    for address in addresses:
-        check_sender(allowed, address)
-    return addresses
-
-
 def check_rate(conn: sqlite3.Connection, mailbox_id: str, limit: int) -> None:
     now = datetime.now(timezone.utc)
     count, oldest = queue.sends_since(conn, mailbox_id, iso(now - timedelta(hours=1)))
@@ -89,46 +80,63 @@ def check_rate(conn: sqlite3.Connection, mailbox_id: str, limit: int) -> None:
                         fix=f"retry in {retry} seconds")
 
 
-def _authorise(conn: sqlite3.Connection, mailbox: dict, envelope_from: str, raw: bytes, limit: int) -> None:
-    allowed = allowed_senders(conn, mailbox)
-    check_sender(allowed, envelope_from)
-    check_from_header(allowed, raw)
-    check_rate(conn, mailbox["id"], limit)
+def may_send_as(conn: sqlite3.Connection, mailbox: dict[str, Any], address: str) -> bool:
+    """Whether `mailbox` may use `address`: its own, or a (non catch-all) alias that delivers to it.
+
+    The same answer as `address in allowed_senders(...)`, by looking up that one address.
+    """
+    try:
+        normalised = _normalised(address)
+    except MailError:
+        return False
+    if normalised == mailbox["address"]:
+        return True
+    if accounts.get_alias(conn, normalised) is None:
+        return False
+    targets = recipients.resolve(conn, parse_address(normalised)).mailboxes
+    return any(t["id"] == mailbox["id"] for t in targets)
 
 
-def _resolve_all(conn: sqlite3.Connection, addresses: list[Address]) -> list[recipients.Resolution]:
-    return [recipients.resolve(conn, address) for address in addresses]
+def _from_addresses(headers: Message) -> list[str]:
+    return [addr for _, addr in email.utils.getaddresses(headers.get_all("From") or []) if addr]
 
 
-def _sign(rt: Runtime, raw: bytes) -> bytes:
-    """DKIM-sign with the key of the From domain when we host it."""
-    values = mime.parse_headers(raw).get_all("From") or []
-    addresses = [addr for _, addr in email.utils.getaddresses(values) if "@" in addr]
-    if not addresses:
-        return raw
-    domain = rt.db.read(accounts.get_domain, parse_address(addresses[0]).domain)
-    if domain is None:
-        return raw
-    return dkim.sign(raw, domain["name"], domain["dkim_selector"], domain["dkim_private_key"]) + raw
+@dataclass
+class _Prepared:
+    message: bytes  # Received + DKIM-Signature + the client's message (+ Message-ID/Date)
+    meta: dict[str, Any]
+    local: dict[str, tuple[dict, str]]  # mailbox id -> (mailbox row, the RCPT address)
+    remote: list[str]
+    spool: str | None
 
 
-async def submit(rt: Runtime, *, mailbox: dict[str, Any], envelope_from: str, to: list[str], raw: bytes,
-                 client: str, record: Callable[[sqlite3.Connection, dict], None] | None = None) -> Submitted:
-    """Send `raw` from `mailbox` to `to`. `client` describes the origin for the Received header.
+def _prepare(rt: Runtime, mailbox: dict[str, Any], envelope_from: str, parsed: list[Address], raw: bytes,
+             client: str, queue_id: str, outbound_id: str) -> _Prepared:
+    """Everything before the commit, in one executor thread: check, sign, spool.
 
-    `record(conn, outbound_row)` runs in the transaction that commits the send
-    (the API stores its idempotency record there, so both happen or neither).
+    One read transaction answers every question (sender, From:, rate, DKIM key, recipients);
+    the remote recipients' copy is durable in the spool before this returns.
     """
     settings = rt.settings
-    parsed = [parse_address(r) for r in to]
-    if not parsed:
-        raise MailError("no_recipients", "at least one recipient is required", http_status=422,
-                        smtp=(554, "5.5.1"))
-    await rt.adb.read(_authorise, mailbox, envelope_from, raw, settings.max_sends_per_hour)
-    raw = ensure_id_and_date(raw, settings.mail_host)
-    signed = await rt.run(_sign, rt, raw)
-    meta = await rt.run(mime.index_meta, signed)
-    resolutions = await rt.adb.read(_resolve_all, parsed)
+    headers = mime.parse_headers(raw)
+    from_addresses = _from_addresses(headers)
+
+    def look_up(conn: sqlite3.Connection) -> tuple[dict | None, list[recipients.Resolution]]:
+        if not may_send_as(conn, mailbox, envelope_from):
+            raise sender_denied(envelope_from)
+        # Every address in From: must be ours to use (RFC 6409 §8.1 lets us enforce it).
+        if not from_addresses:
+            raise MailError("missing_from", "the message has no From: header", http_status=422,
+                            smtp=(550, "5.6.0"))
+        for address in from_addresses:
+            if not may_send_as(conn, mailbox, address):
+                raise sender_denied(address)
+        check_rate(conn, mailbox["id"], settings.max_sends_per_hour)
+        signer = next((a for a in from_addresses if "@" in a), None)
+        domain = accounts.get_domain(conn, parse_address(signer).domain) if signer else None
+        return domain, [recipients.resolve(conn, address) for address in parsed]
+
+    domain, resolutions = rt.db.read(look_up)
     local: dict[str, tuple[dict, str]] = {}
     remote: list[str] = []
     for address, resolution in zip(parsed, resolutions):
@@ -144,21 +152,58 @@ async def submit(rt: Runtime, *, mailbox: dict[str, Any], envelope_from: str, to
                     raise MailError("mailbox_full", f"{text}: the mailbox is full", http_status=422,
                                     smtp=(452, "4.2.2"), fix="the recipient must free space first")
                 local.setdefault(target["id"], (target, text))
-    queue_id = secrets.token_hex(6).upper()
+    added = missing_id_and_date(headers, settings.mail_host)  # RFC 6409 §8.3
+    raw = added + raw
+    meta = mime.index_meta(raw) if added else mime.index_meta_of(headers)
+    signed = raw
+    if domain is not None:
+        signed = dkim.sign(raw, domain["name"], domain["dkim_selector"], domain["dkim_private_key"]) + raw
     received = trace_header("Received", f"from {client} by {settings.mail_host} (openmailserver) with "
                             f"{'ESMTPSA' if client.startswith('smtp') else 'HTTPS'} id {queue_id}; "
                             f"{email.utils.format_datetime(email.utils.localtime())}")
     message = received + signed
+    spool_path = spool.write(settings.data_dir, outbound_id, message) if remote else None
+    return _Prepared(message, meta, local, remote, spool_path)
+
+
+def _drop_spool(rt: Runtime, done: asyncio.Future) -> None:
+    if not done.cancelled() and done.exception() is None and done.result().spool:
+        rt.pool.submit(spool.remove, rt.settings.data_dir, done.result().spool)
+
+
+async def submit(rt: Runtime, *, mailbox: dict[str, Any], envelope_from: str, to: list[str], raw: bytes,
+                 client: str, record: Callable[[sqlite3.Connection, dict], None] | None = None) -> Submitted:
+    """Send `raw` from `mailbox` to `to`. `client` describes the origin for the Received header.
+
+    `record(conn, outbound_row)` runs in the transaction that commits the send
+    (the API stores its idempotency record there, so both happen or neither).
+    """
+    settings = rt.settings
+    parsed = [parse_address(r) for r in to]
+    if not parsed:
+        raise MailError("no_recipients", "at least one recipient is required", http_status=422,
+                        smtp=(554, "5.5.1"))
+    queue_id = secrets.token_hex(6).upper()
+    outbound_id = new_id("out")
+    preparing = asyncio.ensure_future(
+        rt.run(_prepare, rt, mailbox, envelope_from, parsed, raw, client, queue_id, outbound_id))
+    try:
+        prepared = await asyncio.shield(preparing)
+    except asyncio.CancelledError:
+        # The caller went away (an SMTP client hanging up): a spool file written meanwhile has no row.
+        preparing.add_done_callback(lambda done: _drop_spool(rt, done))
+        raise
+    message, meta, local, remote, spool_path = (prepared.message, prepared.meta, prepared.local,
+                                                prepared.remote, prepared.spool)
     outbound_meta = {**meta, "envelope_from": envelope_from}
     deliveries = [Delivery(mailbox=mailbox, data=message, meta=outbound_meta, folder="Sent", flags={"\\Seen"},
                            direction="outbound", event_type=None)]
     for target, rcpt in local.values():
         head = trace_header("Return-Path", f"<{envelope_from}>") + trace_header("Delivered-To", rcpt)
         deliveries.append(Delivery(mailbox=target, data=head + message, meta=outbound_meta))
-    outbound_id = new_id("out")
-    spool_path = await rt.run(spool.write, settings.data_dir, outbound_id, message) if remote else None
     now = time.time()
     published: list[dict] = []
+    outbound: dict[str, Any] = {}
 
     def enqueue(conn: sqlite3.Connection, rows: list[dict]) -> None:
         sent_copy = rows[0]
@@ -168,6 +213,7 @@ async def submit(rt: Runtime, *, mailbox: dict[str, Any], envelope_from: str, to
             subject=meta.get("subject", ""), thread_id=sent_copy["thread_id"], spool=spool_path,
             size=len(message), sent_copy_id=sent_copy["id"], remote=remote, now=now,
             expires_at=now + settings.queue_lifetime)
+        outbound.update(row)
         published.append(messages.add_event(conn, "message.sent", mailbox["id"], {
             "outbound_id": row["id"], "message_id": sent_copy["id"], "thread_id": sent_copy["thread_id"],
             "rfc822_message_id": meta.get("message_id"), "recipients": row["recipients"],
@@ -184,7 +230,6 @@ async def submit(rt: Runtime, *, mailbox: dict[str, Any], envelope_from: str, to
     for event in published:
         rt.hub.publish(event)
     rt.metrics.submitted.labels(client.split(" ", 1)[0]).inc()
-    outbound = await rt.adb.read(queue.get_outbound, outbound_id)
     if remote:
         rt.queue_wakeup.set()
     return Submitted(outbound=outbound, sent_copy=rows[0], local=len(local), remote=len(remote))

@@ -66,7 +66,11 @@ def format_addresses(values: list[str]) -> str:
 
 def index_meta(raw: bytes) -> dict[str, Any]:
     """What the message index stores about a message."""
-    headers = parse_headers(raw)
+    return index_meta_of(parse_headers(raw))
+
+
+def index_meta_of(headers: Message) -> dict[str, Any]:
+    """`index_meta` from headers already parsed (`parse_headers`)."""
     ids = message_ids(headers.get("Message-ID"))
     in_reply_to = message_ids(headers.get("In-Reply-To"))
     return {

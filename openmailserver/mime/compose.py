@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timezone
 from email.headerregistry import Address as HeaderAddress
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.policy import SMTP
 from email.utils import format_datetime
 
@@ -18,13 +18,17 @@ def new_message_id(hostname: str) -> str:
 
 def ensure_id_and_date(raw: bytes, hostname: str) -> bytes:
     """Add `Message-ID` and `Date` when absent (RFC 5322 §3.6; RFC 6409 §8.3 lets submission do it)."""
-    headers = parse_headers(raw)
+    return missing_id_and_date(parse_headers(raw), hostname) + raw
+
+
+def missing_id_and_date(headers: Message, hostname: str) -> bytes:
+    """The `Message-ID` and `Date` fields `ensure_id_and_date` would add to these headers."""
     added = b""
     if headers.get("Message-ID") is None:
         added += f"Message-ID: {new_message_id(hostname)}\r\n".encode("ascii")
     if headers.get("Date") is None:
         added += f"Date: {format_datetime(datetime.now(timezone.utc))}\r\n".encode("ascii")
-    return added + raw
+    return added
 
 
 def trace_header(name: str, value: str) -> bytes:

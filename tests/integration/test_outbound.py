@@ -196,6 +196,18 @@ def test_alias_may_be_used_as_sender(pair):
                         extra=("--header", "From: Sales <sales@a.test>"))
     assert "250 2.0.0" in result.stdout, result.stdout
     wait_for(lambda: b.messages_on_disk("bob@b.test"))
+    a.create_mailbox("dave")
+    with a.http() as client:
+        for source, destination in (("team@a.test", "sales@a.test"), ("elsewhere@a.test", "dave@a.test")):
+            assert client.post("/v1/aliases", json={"source": source, "destination": destination}
+                               ).status_code == 201
+    # An alias of an alias of the mailbox is the mailbox's too; one that leads elsewhere is not.
+    chained = submit_465(a, "bob@b.test", "via two aliases", sender="team@a.test",
+                         extra=("--header", "From: Team <team@a.test>"))
+    assert "250 2.0.0" in chained.stdout, chained.stdout
+    for sender, header in (("elsewhere@a.test", "alice@a.test"), ("alice@a.test", "elsewhere@a.test")):
+        refused = submit_465(a, "bob@b.test", "not ours", sender=sender, extra=("--header", f"From: <{header}>"))
+        assert "553 5.7.1" in refused.stdout, refused.stdout
 
 
 def test_failed_logins_are_throttled(pair):
