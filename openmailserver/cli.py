@@ -616,7 +616,7 @@ def reindex(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, 
                         "or stop it first"), as_json)
     report = reconcile(_db(settings), settings.mail_root)
     data = {"adopted": report.adopted, "dropped": report.dropped, "renamed": report.renamed,
-            "tmp_removed": report.tmp_removed}
+            "tmp_removed": report.tmp_removed, "incomplete_removed": report.incomplete_removed}
     _emit(data, as_json, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in data.items()))
 
 

@@ -153,9 +153,10 @@ async def _serve(settings: Settings, ready: Callable[[Runtime], None] | None,
 
     db = Database(settings.db_path)
     report = reconcile(db, settings.mail_root)
-    if report.adopted or report.dropped or report.tmp_removed:
-        log.info("reconcile: adopted %d, dropped %d, renamed %d, removed %d partial files from tmp/",
-                 report.adopted, report.dropped, report.renamed, report.tmp_removed)
+    if report.adopted or report.dropped or report.tmp_removed or report.incomplete_removed:
+        log.info("reconcile: adopted %d, dropped %d, renamed %d, removed %d partial files from tmp/ and %d "
+                 "incomplete ones", report.adopted, report.dropped, report.renamed, report.tmp_removed,
+                 report.incomplete_removed)
     install_resolver(settings)
     rt = Runtime(settings, db)
     stoppers: list[Callable[[], Awaitable[None]]] = []

@@ -99,12 +99,11 @@ async def _deliver(rt: Runtime, deliveries: list[Delivery],
     written = [(p, r) for p, r in zip(paths, results) if isinstance(r, str)]
     failure = next((r for r in results if isinstance(r, BaseException)), None)
     if failure is None:
-        # The renames' directory fsyncs and the index commit run at the same time; the
-        # caller acknowledges only after both (see `store.maildir` on why that is safe).
-        directories = {(path / name).parent for path, name in written}
+        # The files' fsyncs and the index commit run at the same time; the caller
+        # acknowledges only after all of them (see `store.maildir` on why that is safe).
         outcome = await asyncio.gather(
             rt.adb.write(_index_all, [(d, r) for d, r in zip(deliveries, results)], also),
-            *(rt.run(maildir.sync_dir, directory) for directory in directories), return_exceptions=True)
+            *(rt.run(maildir.make_durable, path, name) for path, name in written), return_exceptions=True)
         rows, synced = outcome[0], outcome[1:]
         failure = next((r for r in synced if isinstance(r, BaseException)), None)
         if isinstance(rows, BaseException):
@@ -117,7 +116,7 @@ async def _deliver(rt: Runtime, deliveries: list[Delivery],
                     await rt.run(maildir.remove_file, path, row["filename"])
             return rows
         else:
-            log.error("directory fsync failed after the index commit; undoing the delivery: %s", failure)
+            log.error("fsync failed after the index commit; undoing the delivery: %s", failure)
             await rt.adb.write(messages.drop_message_rows, [row["id"] for row in rows if "id" in row])
     for path, filename in written:
         await rt.run(maildir.remove_file, path, filename)

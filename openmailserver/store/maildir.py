@@ -1,12 +1,13 @@
 """The Maildir++ tree: `mail_root/<domain>/<local>/` with dot folders.
 
-Durable delivery (DESIGN §3): write to `tmp/`, fsync the file, rename into
-`new/` (`place`), fsync the directory (`sync_dir`). The message is acknowledged
-only after the directory fsync and the index commit have both completed (the
-two may run at the same time: a power loss between them leaves an index row
-whose file is missing, for a message never acknowledged, and start-up
-reconciliation drops such rows). A crash before the rename leaves a file in
-`tmp/` that no reader treats as mail and that start-up cleans away.
+Durable delivery (DESIGN §3): write to `tmp/` and rename into `new/` (`place`),
+then fsync the file and the directory (`make_durable`). The message is
+acknowledged only after those fsyncs and the index commit have all completed.
+The fsyncs and the commit run at the same time: a power loss in between can
+leave an index row whose file is missing or cut short (its size differs from
+the `S=` in its name), always for a message never acknowledged, and start-up
+reconciliation removes both. A crash before the rename leaves a file in `tmp/`
+that no reader treats as mail and that start-up cleans away.
 """
 
 from __future__ import annotations
@@ -97,26 +98,53 @@ def sync_dir(path: Path) -> None:
 
 
 def place(folder_path: Path, data: bytes, flags: set[str] | None = None) -> str:
-    """Write one message file, fsync it and rename it into place; returns its name relative
-    to the folder directory. The rename is durable only once `sync_dir` has run on its
-    directory (`folder_path / name`'s parent).
+    """Write one message file and rename it into place, not yet fsynced (`make_durable`
+    does that); returns its name relative to the folder directory.
 
     Without flags the file goes to `new/`; with flags straight to `cur/` with
     its info suffix (as an APPEND with flags or a Sent copy).
     """
     name = unique_name(len(data))
     target = f"cur/{name}{info_suffix(flags)}" if flags else f"new/{name}"
-    _write_and_rename(folder_path / "tmp" / name, folder_path / target, data)
+    _write_and_rename(folder_path / "tmp" / name, folder_path / target, data, fsync=False)
     return target
+
+
+def make_durable(folder_path: Path, filename: str) -> None:
+    """fsync a file written by `place`, then the directory it was renamed into."""
+    path = folder_path / filename
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise storage_full() from exc
+        raise
+    sync_dir(path.parent)
+
+
+def incomplete(path: Path) -> bool:
+    """Whether a message file is shorter or longer than the `S=` size in its name: the
+    write of a message that was never acknowledged, cut short by a power loss."""
+    _, sep, rest = base_name(path.name).rpartition(",S=")
+    if not sep or not rest.isdigit():
+        return False  # a name from another tool, without a size
+    try:
+        return path.stat().st_size != int(rest)
+    except FileNotFoundError:
+        return False
 
 
 def write_file_durably(tmp_path: Path, final_path: Path, data: bytes) -> None:
     """Write `tmp_path`, fsync it, rename it to `final_path`, fsync that directory."""
-    _write_and_rename(tmp_path, final_path, data)
+    _write_and_rename(tmp_path, final_path, data, fsync=True)
     sync_dir(final_path.parent)
 
 
-def _write_and_rename(tmp_path: Path, final_path: Path, data: bytes) -> None:
+def _write_and_rename(tmp_path: Path, final_path: Path, data: bytes, fsync: bool) -> None:
     try:
         fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -124,7 +152,8 @@ def _write_and_rename(tmp_path: Path, final_path: Path, data: bytes) -> None:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            if fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp_path, final_path)

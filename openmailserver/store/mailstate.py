@@ -317,8 +317,7 @@ def changes_since(conn: sqlite3.Connection, folder_id: int, modseq: int) -> Row:
         rows = _plain(conn).execute(
             f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE folder_id = ? AND modseq > ? ORDER BY uid",
             (folder_id, modseq)).fetchall()
-    count = conn.execute("SELECT COUNT(*) FROM messages WHERE folder_id = ?", (folder_id,)).fetchone()[0]
-    return {"folder": folder, "count": count, "rows": rows}
+    return {"folder": folder, "count": folder["message_count"], "rows": rows}
 
 
 def folder_uids(conn: sqlite3.Connection, folder_id: int) -> list[int]:

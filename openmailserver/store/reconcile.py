@@ -1,9 +1,10 @@
 """Start-up reconciliation of the Maildir tree and the index (DESIGN §3).
 
 Runs before any listener accepts connections, so nothing writes meanwhile:
-leftovers in `tmp/` are removed, files that other tools dropped into `new/` or
-`cur/` (or that a crash left unindexed) are adopted with fresh UIDs, rows whose
-file is gone are dropped, and rows whose file was renamed (flags changed by
+leftovers in `tmp/` are removed, as are files cut short by a power loss before
+their fsync (size not the `S=` of their name; never acknowledged), files that
+other tools dropped into `new/` or `cur/` (or that a crash left unindexed) are
+adopted with fresh UIDs, rows whose file is gone are dropped, and rows whose file was renamed (flags changed by
 another tool, `new/` -> `cur/`) follow the file.
 """
 
@@ -21,6 +22,7 @@ from .messages import all_folders, drop_message_rows, folder_files, record_messa
 @dataclass
 class ReconcileReport:
     tmp_removed: int = 0
+    incomplete_removed: int = 0
     adopted: int = 0
     dropped: int = 0
     renamed: int = 0
@@ -41,6 +43,11 @@ def reconcile(db: Database, mail_root: Path) -> ReconcileReport:
         path = maildir.ensure_folder(root, folder["name"])
         report.tmp_removed += maildir.clean_tmp(path)
         on_disk = maildir.list_files(path)
+        for base, filename in list(on_disk.items()):
+            if maildir.incomplete(path / filename):
+                maildir.remove_file(path, filename)
+                del on_disk[base]
+                report.incomplete_removed += 1
         rows = db.read(folder_files, folder["id"])
         known = {maildir.base_name(r["filename"]): r for r in rows}
         gone = [r["id"] for base, r in known.items() if base not in on_disk]

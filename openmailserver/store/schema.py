@@ -268,4 +268,13 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX messages_folder_flags ON messages (folder_id, uid, modseq, flags)
     """,
+    # 8: each folder's message count, kept by triggers on every insert, delete and move,
+    # so an IMAP session learns of expunges without counting a large folder's rows.
+    """
+    ALTER TABLE folders ADD COLUMN message_count INTEGER NOT NULL DEFAULT 0;
+    UPDATE folders SET message_count = (SELECT COUNT(*) FROM messages m WHERE m.folder_id = folders.id);
+    CREATE TRIGGER messages_count_insert AFTER INSERT ON messages BEGIN UPDATE folders SET message_count = message_count + 1 WHERE id = NEW.folder_id; END;
+    CREATE TRIGGER messages_count_delete AFTER DELETE ON messages BEGIN UPDATE folders SET message_count = message_count - 1 WHERE id = OLD.folder_id; END;
+    CREATE TRIGGER messages_count_move AFTER UPDATE OF folder_id ON messages WHEN NEW.folder_id != OLD.folder_id BEGIN UPDATE folders SET message_count = message_count - 1 WHERE id = OLD.folder_id; UPDATE folders SET message_count = message_count + 1 WHERE id = NEW.folder_id; END
+    """,
 ]
