@@ -99,11 +99,14 @@ async def _deliver(rt: Runtime, deliveries: list[Delivery],
     written = [(p, r) for p, r in zip(paths, results) if isinstance(r, str)]
     failure = next((r for r in results if isinstance(r, BaseException)), None)
     if failure is None:
-        # The files' fsyncs and the index commit run at the same time; the caller
-        # acknowledges only after all of them (see `store.maildir` on why that is safe).
+        # The files' and directories' fsyncs and the index commit run at the same time; the
+        # caller acknowledges only after all of them (`store.maildir` says why that is safe).
+        files = [path / name for path, name in written]
         outcome = await asyncio.gather(
             rt.adb.write(_index_all, [(d, r) for d, r in zip(deliveries, results)], also),
-            *(rt.run(maildir.make_durable, path, name) for path, name in written), return_exceptions=True)
+            *(rt.run(maildir.sync_file, file) for file in files),
+            *(rt.run(maildir.sync_dir, directory) for directory in {file.parent for file in files}),
+            return_exceptions=True)
         rows, synced = outcome[0], outcome[1:]
         failure = next((r for r in synced if isinstance(r, BaseException)), None)
         if isinstance(rows, BaseException):

@@ -1,9 +1,9 @@
 """The Maildir++ tree: `mail_root/<domain>/<local>/` with dot folders.
 
 Durable delivery (DESIGN §3): write to `tmp/` and rename into `new/` (`place`),
-then fsync the file and the directory (`make_durable`). The message is
+then fsync the file and the directory (`sync_file`, `sync_dir`). The message is
 acknowledged only after those fsyncs and the index commit have all completed.
-The fsyncs and the commit run at the same time: a power loss in between can
+The three run at the same time: a power loss in between can
 leave an index row whose file is missing or cut short (its size differs from
 the `S=` in its name), always for a message never acknowledged, and start-up
 reconciliation removes both. A crash before the rename leaves a file in `tmp/`
@@ -86,35 +86,17 @@ def base_name(filename: str) -> str:
 
 def sync_dir(path: Path) -> None:
     """fsync a directory, making the renames into it durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    _fsync_path(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def sync_file(path: Path) -> None:
+    """fsync a file's data and inode."""
+    _fsync_path(path, os.O_RDONLY)
+
+
+def _fsync_path(path: Path, mode: int) -> None:
     try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise storage_full() from exc
-        raise
-    finally:
-        os.close(fd)
-
-
-def place(folder_path: Path, data: bytes, flags: set[str] | None = None) -> str:
-    """Write one message file and rename it into place, not yet fsynced (`make_durable`
-    does that); returns its name relative to the folder directory.
-
-    Without flags the file goes to `new/`; with flags straight to `cur/` with
-    its info suffix (as an APPEND with flags or a Sent copy).
-    """
-    name = unique_name(len(data))
-    target = f"cur/{name}{info_suffix(flags)}" if flags else f"new/{name}"
-    _write_and_rename(folder_path / "tmp" / name, folder_path / target, data, fsync=False)
-    return target
-
-
-def make_durable(folder_path: Path, filename: str) -> None:
-    """fsync a file written by `place`, then the directory it was renamed into."""
-    path = folder_path / filename
-    try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, mode)
         try:
             os.fsync(fd)
         finally:
@@ -123,7 +105,20 @@ def make_durable(folder_path: Path, filename: str) -> None:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise storage_full() from exc
         raise
-    sync_dir(path.parent)
+
+
+def place(folder_path: Path, data: bytes, flags: set[str] | None = None) -> str:
+    """Write one message file and rename it into place, not yet fsynced (`sync_file` on
+    it and `sync_dir` on its directory do that); returns its name relative to the folder
+    directory.
+
+    Without flags the file goes to `new/`; with flags straight to `cur/` with
+    its info suffix (as an APPEND with flags or a Sent copy).
+    """
+    name = unique_name(len(data))
+    target = f"cur/{name}{info_suffix(flags)}" if flags else f"new/{name}"
+    _write_and_rename(folder_path / "tmp" / name, folder_path / target, data, fsync=False)
+    return target
 
 
 def incomplete(path: Path) -> bool:
