@@ -13,6 +13,7 @@ import logging
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import MailError, storage_exhausted, storage_full
@@ -45,11 +46,6 @@ def _folder_path(rt: Runtime, d: Delivery):
     return maildir.folder_dir(root, d.folder)
 
 
-def _already_held(conn: sqlite3.Connection, deliveries: list[Delivery], since: str) -> set[int]:
-    return {id(d) for d in deliveries if d.meta.get("message_id") and messages.has_recent(
-        conn, d.mailbox["id"], d.folder, d.meta["message_id"], since)}
-
-
 def _index_all(conn: sqlite3.Connection, items: list[tuple[Delivery, str]],
                also: Callable[[sqlite3.Connection, list[dict]], Any] | None) -> list[dict]:
     since = iso(utcnow() - DEDUPE_WINDOW)
@@ -71,8 +67,8 @@ async def deliver(rt: Runtime, deliveries: list[Delivery],
                   also: Callable[[sqlite3.Connection, list[dict]], Any] | None = None) -> list[dict]:
     """Store every delivery durably and index them in one transaction; all or nothing.
 
-    Copies marked `dedupe` that the mailbox already holds are not written at all
-    (and, should two arrive at once, the one that commits second is removed).
+    A copy marked `dedupe` that the mailbox already holds is found in the
+    indexing transaction, not indexed, and its file removed.
 
     `also(conn, rows)` runs in the same transaction after the rows are indexed
     (the outbound queue entry of a submission, for instance).
@@ -84,44 +80,60 @@ async def deliver(rt: Runtime, deliveries: list[Delivery],
     return await asyncio.shield(_deliver(rt, deliveries, also))
 
 
+@dataclass
+class _Stored:
+    written: list[tuple[Path, str]] = field(default_factory=list)  # (folder directory, file name)
+    place_error: BaseException | None = None
+    sync_error: BaseException | None = None
+
+
+def _store(rt: Runtime, paths: list[Path], deliveries: list[Delivery], commit: asyncio.Future,
+           also: Callable[[sqlite3.Connection, list[dict]], Any] | None) -> _Stored:
+    """In one executor job: write and rename every file, hand their indexing to the writer
+    thread (`commit` settles with its outcome), then fsync the files and their directories
+    while the index commits (`store.maildir` says why that order is safe)."""
+    stored = _Stored()
+    try:
+        for path, d in zip(paths, deliveries):
+            stored.written.append((path, maildir.place(path, d.data, d.flags or None)))
+    except BaseException as exc:  # noqa: BLE001 - reported to the event loop, which cleans up
+        stored.place_error = exc
+        return stored
+    rt.adb.enqueue(commit, _index_all, [(d, name) for d, (_, name) in zip(deliveries, stored.written)], also)
+    try:
+        files = [path / name for path, name in stored.written]
+        for file in files:
+            maildir.sync_file(file)
+        for directory in {file.parent for file in files}:
+            maildir.sync_dir(directory)
+    except BaseException as exc:  # noqa: BLE001
+        stored.sync_error = exc
+    return stored
+
+
 async def _deliver(rt: Runtime, deliveries: list[Delivery],
                    also: Callable[[sqlite3.Connection, list[dict]], Any] | None) -> list[dict]:
-    if any(d.dedupe for d in deliveries):
-        since = iso(utcnow() - DEDUPE_WINDOW)
-        known = await rt.adb.read(_already_held, [d for d in deliveries if d.dedupe], since)
-        deliveries = [d for d in deliveries if id(d) not in known]
-        if not deliveries:
-            return []
     paths = [_folder_path(rt, d) for d in deliveries]
-    results = await asyncio.gather(
-        *(rt.run(maildir.place, path, d.data, d.flags or None) for path, d in zip(paths, deliveries)),
-        return_exceptions=True)
-    written = [(p, r) for p, r in zip(paths, results) if isinstance(r, str)]
-    failure = next((r for r in results if isinstance(r, BaseException)), None)
+    commit: asyncio.Future = asyncio.get_running_loop().create_future()
+    stored = await rt.run(_store, rt, paths, deliveries, commit, also)
+    failure = stored.place_error
     if failure is None:
-        # The files' and directories' fsyncs and the index commit run at the same time; the
-        # caller acknowledges only after all of them (`store.maildir` says why that is safe).
-        files = [path / name for path, name in written]
-        outcome = await asyncio.gather(
-            rt.adb.write(_index_all, [(d, r) for d, r in zip(deliveries, results)], also),
-            *(rt.run(maildir.sync_file, file) for file in files),
-            *(rt.run(maildir.sync_dir, directory) for directory in {file.parent for file in files}),
-            return_exceptions=True)
-        rows, synced = outcome[0], outcome[1:]
-        failure = next((r for r in synced if isinstance(r, BaseException)), None)
-        if isinstance(rows, BaseException):
-            failure = storage_full() if storage_exhausted(rows) else rows
-        elif failure is None:
-            for path, row in zip(paths, rows):
-                if "event" in row:
-                    rt.hub.publish(row["event"])
-                if row.get("duplicate"):
-                    await rt.run(maildir.remove_file, path, row["filename"])
-            return rows
+        try:
+            rows = await commit
+        except Exception as exc:  # noqa: BLE001 - cleaned up below, then re-raised
+            failure = storage_full() if storage_exhausted(exc) else exc
         else:
+            failure = stored.sync_error
+            if failure is None:
+                for (path, _), row in zip(stored.written, rows):
+                    if "event" in row:
+                        rt.hub.publish(row["event"])
+                    if row.get("duplicate"):
+                        await rt.run(maildir.remove_file, path, row["filename"])
+                return rows
             log.error("fsync failed after the index commit; undoing the delivery: %s", failure)
             await rt.adb.write(messages.drop_message_rows, [row["id"] for row in rows if "id" in row])
-    for path, filename in written:
+    for path, filename in stored.written:
         await rt.run(maildir.remove_file, path, filename)
     if isinstance(failure, MailError):
         raise failure

@@ -148,10 +148,14 @@ class AsyncDatabase:
         return await loop.run_in_executor(self._pool, lambda: self.db.read(fn, *args, **kwargs))
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future = loop.create_future()
-        self._queue.put((fn, args, kwargs, loop, future))
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.enqueue(future, fn, *args, **kwargs)
         return await future
+
+    def enqueue(self, future: asyncio.Future, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Queue a write whose outcome settles `future` (created on the event loop); callable from
+        any thread, so an executor job can hand over its commit without a trip through the loop."""
+        self._queue.put((fn, args, kwargs, future.get_loop(), future))
 
     def _run_writer(self) -> None:
         while True:
