@@ -50,6 +50,7 @@ class Outbound:
     def __init__(self, hop: Hop, port: int, helo: str, username: str = "", password: str = "") -> None:
         self.hop = hop
         self.tls: str | None = None
+        self.used = False  # a transaction has completed on this connection
         self._credentials = (username, password)
         self._smtp = aiosmtplib.SMTP(hostname=hop.ip, port=port, local_hostname=helo, timeout=COMMAND_TIMEOUT,
                                      start_tls=False, use_tls=False)
@@ -103,6 +104,7 @@ class Outbound:
                 raise ConnectionFailed(f"{exc.code} {exc.message}") from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise ConnectionFailed(str(exc) or type(exc).__name__) from None
+        self.used = True
         return results
 
     async def close(self) -> None:

@@ -1,11 +1,19 @@
 """The outbound queue scheduler (DESIGN §4).
 
-Due recipients are grouped by destination domain; each group gets one
-connection that carries all of its messages. Each recipient's outcome is
-committed as soon as the remote answers, so a restart never resends what the
-remote accepted. 4xx and connection trouble retry on `retry_schedule`; 5xx,
-a domain that cannot receive mail, and expiry after `queue_lifetime` bounce
-with an RFC 3464 report in the sender's INBOX (never for a null sender).
+Due recipients are grouped by destination domain. A domain gets up to
+`delivery_concurrency_per_domain` connections ("lanes"); each lane takes a
+chunk of messages, sends them one after another on its connection, and while
+the domain has more due mail takes the next chunk on the same connection (as
+Postfix's connection cache does), so a busy destination costs one connection
+set-up per lane, not one per dispatch. Each recipient's outcome is committed
+as soon as the remote answers, so a restart never resends what the remote
+accepted. 4xx and connection trouble retry on `retry_schedule`; 5xx, a domain
+that cannot receive mail, and expiry after `queue_lifetime` bounce with an
+RFC 3464 report in the sender's INBOX (never for a null sender).
+
+Rows are claimed (`in_flight`) and released under one lock, and a lane
+releases its rows only after their outcomes are committed: a read that sees a
+row as due and unclaimed therefore began after that row's last commit.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import sqlite3
 import time
 from collections import defaultdict
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from .. import mime
@@ -30,8 +39,38 @@ from .mx import Hop, RouteError, route
 
 log = logging.getLogger(__name__)
 
-BATCH = 500
+BATCH = 500  # due rows the dispatcher looks at, beyond those already in flight
+CHUNK = 20  # messages a lane takes from the queue at a time
+CHUNK_ROWS = 200  # recipient rows read for one chunk, beyond the domain's rows in flight
+# Like Postfix's smtp_connection_reuse_time_limit: a connection is not reused for new
+# chunks after this long, so a long backlog is spread over fresh MX lookups and hosts.
+CONNECTION_REUSE_SECONDS = 300.0
 IDLE_POLL = 1.0
+# While lanes run they take their own work; the dispatcher only starts new lanes, and need
+# not read the queue at every new message to do that.
+BUSY_SPACING = 0.1
+
+
+def _by_message(rows: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        grouped[row["outbound_id"]].append(row)
+    return grouped
+
+
+def _read_spools(data_dir: Path, paths: list[str | None]) -> list[bytes | None]:
+    found: list[bytes | None] = []
+    for path in paths:
+        try:
+            found.append(spool.read(data_dir, path) if path else None)
+        except FileNotFoundError:
+            found.append(None)
+    return found
+
+
+def _remove_spools(data_dir: Path, paths: list[str]) -> None:
+    for path in paths:
+        spool.remove(data_dir, path)
 
 
 class QueueRunner:
@@ -40,9 +79,10 @@ class QueueRunner:
         self.settings = rt.settings
         self.schedule = parse_durations(rt.settings.retry_schedule)
         self.in_flight: set[str] = set()
-        self.total = asyncio.Semaphore(rt.settings.delivery_concurrency)
-        self.per_domain: dict[str, int] = defaultdict(int)
+        self.in_flight_rows: dict[str, int] = defaultdict(int)  # per lane key
+        self.lanes: dict[str, int] = defaultdict(int)  # open lanes per lane key
         self.tasks: set[asyncio.Task] = set()
+        self._claims = asyncio.Lock()
         self._stopping = False
 
     # -- scheduling ------------------------------------------------------------
@@ -55,34 +95,65 @@ class QueueRunner:
                 log.exception("queue dispatch failed")
             try:
                 await asyncio.wait_for(self.rt.queue_wakeup.wait(), timeout=IDLE_POLL)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
+            if self.tasks and not self._stopping:
+                await asyncio.sleep(BUSY_SPACING)
             self.rt.queue_wakeup.clear()
 
-    async def _dispatch(self) -> None:
-        rows = await self.rt.adb.read(queue.due, time.time(), BATCH)
-        by_domain: dict[str, list[dict]] = defaultdict(list)
+    def _key(self, row: dict) -> str:
+        return "relay" if self.settings.relay_host else row["domain"]
+
+    def _total_lanes(self) -> int:
+        return sum(self.lanes.values())
+
+    def _claim(self, rows: list[dict]) -> None:
         for row in rows:
-            if row["id"] not in self.in_flight:
-                by_domain["relay" if self.settings.relay_host else row["domain"]].append(row)
-        for domain, group in by_domain.items():
-            free = self.settings.delivery_concurrency_per_domain - self.per_domain[domain]
-            if free <= 0:
-                continue
-            # Spread the domain's messages over its free connections, keeping each
-            # message's recipients together.
-            by_message: dict[str, list[dict]] = defaultdict(list)
-            for row in group:
-                by_message[row["outbound_id"]].append(row)
-            lanes: list[list[dict]] = [[] for _ in range(min(free, len(by_message)))]
-            for n, message_rows in enumerate(by_message.values()):
-                lanes[n % len(lanes)].extend(message_rows)
-            for lane in lanes:
-                self.in_flight.update(r["id"] for r in lane)
-                self.per_domain[domain] += 1
-                task = asyncio.create_task(self._deliver_lane(domain, lane))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+            self.in_flight.add(row["id"])
+            self.in_flight_rows[self._key(row)] += 1
+
+    async def _release(self, rows: list[dict]) -> None:
+        """Give rows back once their outcome is committed (or they were never tried)."""
+        async with self._claims:
+            for row in rows:
+                if row["id"] in self.in_flight:
+                    self.in_flight.discard(row["id"])
+                    self.in_flight_rows[self._key(row)] -= 1
+
+    async def _dispatch(self) -> None:
+        if self._total_lanes() >= self.settings.delivery_concurrency:
+            return
+        async with self._claims:
+            rows = await self.rt.adb.read(queue.due, time.time(), BATCH + len(self.in_flight))
+            by_key: dict[str, list[dict]] = defaultdict(list)
+            for row in rows:
+                if row["id"] not in self.in_flight:
+                    by_key[self._key(row)].append(row)
+            for key, group in by_key.items():
+                # Spread the domain's messages over its free connections, a chunk each,
+                # keeping each message's recipients together; lanes take the rest later.
+                chunks = list(_by_message(group).values())
+                while (chunks and self.lanes[key] < self.settings.delivery_concurrency_per_domain
+                       and self._total_lanes() < self.settings.delivery_concurrency):
+                    lane = [row for message_rows in chunks[:CHUNK] for row in message_rows]
+                    del chunks[:CHUNK]
+                    self._claim(lane)
+                    self.lanes[key] += 1
+                    task = asyncio.create_task(self._lane(key, lane))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+
+    async def _next_chunk(self, key: str) -> list[dict]:
+        """The lane's next messages: due, for its domain, claimed by no other lane."""
+        if self._stopping:
+            return []
+        async with self._claims:
+            domain = None if self.settings.relay_host else key
+            rows = await self.rt.adb.read(queue.due, time.time(), CHUNK_ROWS + self.in_flight_rows[key], domain)
+            fresh = list(_by_message([r for r in rows if r["id"] not in self.in_flight]).values())[:CHUNK]
+            chunk = [row for message_rows in fresh for row in message_rows]
+            self._claim(chunk)
+            return chunk
 
     async def stop(self) -> None:
         self._stopping = True
@@ -93,24 +164,41 @@ class QueueRunner:
 
     # -- one connection ----------------------------------------------------------
 
-    async def _deliver_lane(self, domain: str, rows: list[dict]) -> None:
+    async def _lane(self, key: str, rows: list[dict]) -> None:
+        """One connection to `key`'s mail host, kept while the domain has due mail."""
+        connection: Outbound | None = None
+        opened = 0.0
+        settled: set[str] = set()
         try:
-            async with self.total:
-                # The dispatcher's read may predate a lane that just finished some of these rows.
-                pending = await self.rt.adb.read(queue.still_pending, [r["id"] for r in rows])
-                live = [r for r in rows if r["id"] in pending]
-                if live:
-                    await self._attempt(domain, live)
+            while rows:
+                if connection is not None and time.monotonic() - opened > CONNECTION_REUSE_SECONDS:
+                    await connection.close()
+                    connection = None
+                if connection is None:
+                    connection = await self._open(key, rows)
+                    opened = time.monotonic()
+                if connection is not None:
+                    connection = await self._send_chunk(connection, key, rows, settled)
+                await self._release(rows)
+                if connection is None:
+                    break
+                rows = await self._next_chunk(key)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - never lose track of rows
-            log.exception("delivery to %s failed unexpectedly", domain)
-            await self._settle_all(rows, None, Reply(451, "4.3.0 internal error during delivery"))
+            log.exception("delivery to %s failed unexpectedly", key)
+            unsettled = [r for r in rows if r["id"] not in settled]
+            try:
+                await self._finish(await self._settle_all(unsettled, None,
+                                                          Reply(451, "4.3.0 internal error during delivery")))
+            except Exception:  # noqa: BLE001 - the rows stay due and are tried again
+                log.exception("could not record the failed delivery to %s", key)
         finally:
-            self.per_domain[domain] -= 1
-            self.in_flight.difference_update(r["id"] for r in rows)
-            if rows:
-                self.rt.queue_wakeup.set()
+            if connection is not None:
+                await connection.close()
+            await self._release(rows)
+            self.lanes[key] -= 1
+            self.rt.queue_wakeup.set()
 
     def _relay(self) -> tuple[list[Hop], int]:
         host, _, port = self.settings.relay_host.rpartition(":")
@@ -119,7 +207,8 @@ class QueueRunner:
         ips = sorted({info[4][0] for info in socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP)})
         return [Hop(host, ip) for ip in ips], int(port)
 
-    async def _attempt(self, domain: str, rows: list[dict]) -> None:
+    async def _open(self, domain: str, rows: list[dict]) -> Outbound | None:
+        """A connection to the first mail host that answers; None (rows settled) when none does."""
         try:
             if self.settings.relay_host:
                 hops, port = await self.rt.run(self._relay)
@@ -127,12 +216,13 @@ class QueueRunner:
                 hops, port = await self.rt.run(route, domain), self.settings.remote_smtp_port
         except RouteError as exc:
             code = 550 if exc.permanent else 451
-            await self._settle_all(rows, None, Reply(code, f"{exc.status} {exc}"))
-            return
+            await self._finish(await self._settle_all(rows, None, Reply(code, f"{exc.status} {exc}")))
+            return None
         except OSError as exc:
-            await self._settle_all(rows, None, Reply(451, f"4.4.3 relay host lookup failed: {exc}"))
-            return
-        connection, failure = None, "no mail host answered"
+            await self._finish(await self._settle_all(rows, None,
+                                                      Reply(451, f"4.4.3 relay host lookup failed: {exc}")))
+            return None
+        failure = "no mail host answered"
         for hop in hops:
             candidate = Outbound(hop, port, self.settings.mail_host, self.settings.relay_username,
                                  self.settings.relay_password)
@@ -141,45 +231,97 @@ class QueueRunner:
             except ConnectionFailed as exc:
                 failure = f"{hop.host}[{hop.ip}]: {exc}"
                 continue
-            connection = candidate
-            break
-        if connection is None:
-            await self._settle_all(rows, hops[0] if hops else None, Reply(451, f"4.4.1 {failure}"))
-            return
+            return candidate
+        await self._finish(await self._settle_all(rows, hops[0] if hops else None, Reply(451, f"4.4.1 {failure}")))
+        return None
+
+    async def _send_chunk(self, connection: Outbound, key: str, rows: list[dict],
+                          settled: set[str]) -> Outbound | None:
+        """Send each message of `rows` on `connection`; its outcomes are committed when this
+        returns. Returns the connection to go on with, or None when it failed."""
+        grouped = list(_by_message(rows).values())
+        datas = await self.rt.run(_read_spools, self.settings.data_dir, [m[0]["spool"] for m in grouped])
+        outcomes: list[asyncio.Task] = []
+
+        def record(message_rows: list[dict], hop: Hop | None, replies: dict[str, Reply], tls: str | None) -> None:
+            settled.update(r["id"] for r in message_rows)
+            outcomes.append(asyncio.create_task(self._settle(message_rows, hop, replies, tls)))
+
         try:
-            by_message: dict[str, list[dict]] = defaultdict(list)
-            for row in rows:
-                by_message[row["outbound_id"]].append(row)
-            settled: set[str] = set()
-            for message_rows in by_message.values():
-                first = message_rows[0]
-                try:
-                    data = await self.rt.run(spool.read, self.settings.data_dir, first["spool"])
-                except (FileNotFoundError, TypeError):
-                    await self._settle_all(message_rows, None, Reply(550, "5.3.0 queued message file is missing"))
-                    settled.update(r["id"] for r in message_rows)
-                    continue
-                try:
-                    with self.rt.metrics.delivery_seconds.time():
-                        replies = await connection.send(first["sender"], [r["recipient"] for r in message_rows],
-                                                        data)
-                except ConnectionFailed as exc:
-                    pending = [r for r in rows if r["id"] not in settled]
-                    await self._settle_all(pending, connection.hop, Reply(451, f"4.4.2 {exc}"), connection.tls)
-                    return
-                await self._settle(message_rows, connection.hop, replies, connection.tls)
-                settled.update(r["id"] for r in message_rows)
+            return await self._send_each(connection, key, grouped, datas, record, outcomes, settled)
         finally:
-            await connection.close()
+            # The caller releases the rows next: their outcomes must be committed by then.
+            await self._await_outcomes(outcomes)
+
+    async def _send_each(self, connection: Outbound, key: str, grouped: list[list[dict]],
+                         datas: list[bytes | None], record, outcomes: list[asyncio.Task],
+                         settled: set[str]) -> Outbound | None:
+        index = 0
+        while index < len(grouped):
+            message_rows, data = grouped[index], datas[index]
+            first = message_rows[0]
+            if data is None:
+                record(message_rows, None, {r["recipient"]: Reply(550, "5.3.0 queued message file is missing")
+                                            for r in message_rows}, None)
+                index += 1
+                continue
+            try:
+                with self.rt.metrics.delivery_seconds.time():
+                    replies = await connection.send(first["sender"], [r["recipient"] for r in message_rows], data)
+            except ConnectionFailed as exc:
+                await connection.close()
+                if connection.used:
+                    # The remote may close a connection that has carried mail (an idle timeout, a
+                    # per-connection limit): a fresh one before calling the destination unreachable.
+                    # Each replacement has to deliver something before it may be replaced in turn.
+                    reopened = await self._open(key, [r for m in grouped[index:] for r in m])
+                    if reopened is None:
+                        settled.update(r["id"] for m in grouped[index:] for r in m)
+                        break
+                    connection = reopened
+                    continue
+                pending = [r for m in grouped[index:] for r in m]
+                settled.update(r["id"] for r in pending)
+                outcomes.append(asyncio.create_task(
+                    self._settle_all(pending, connection.hop, Reply(451, f"4.4.2 {exc}"), connection.tls)))
+                connection = None
+                break
+            record(message_rows, connection.hop, replies, connection.tls)
+            index += 1
+        else:
+            return connection
+        return None
+
+    async def _await_outcomes(self, outcomes: list[asyncio.Task]) -> None:
+        finished: list[str] = []
+        for result in await asyncio.gather(*outcomes, return_exceptions=True):
+            if isinstance(result, BaseException):
+                # Not recorded: the rows stay due, and the remote's duplicate check
+                # (or ours, for a local copy) meets the message again.
+                log.error("could not record a delivery outcome: %s", result)
+            elif isinstance(result, list):
+                finished.extend(result)
+            elif result:
+                finished.append(result)
+        await self._finish(finished)
+
+    async def _finish(self, spools: list[str] | str | None) -> None:
+        """Remove the spool files of messages no recipient waits for any more."""
+        paths = [spools] if isinstance(spools, str) else [p for p in spools or [] if p]
+        if paths:
+            await self.rt.run(_remove_spools, self.settings.data_dir, paths)
 
     # -- outcomes ----------------------------------------------------------------
 
-    async def _settle_all(self, rows: list[dict], hop: Hop | None, reply: Reply, tls: str | None = None) -> None:
-        by_message: dict[str, list[dict]] = defaultdict(list)
-        for row in rows:
-            by_message[row["outbound_id"]].append(row)
-        for message_rows in by_message.values():
-            await self._settle(message_rows, hop, {r["recipient"]: reply for r in message_rows}, tls)
+    async def _settle_all(self, rows: list[dict], hop: Hop | None, reply: Reply,
+                          tls: str | None = None) -> list[str]:
+        """Record the same reply for every row; returns the spool files now unneeded."""
+        finished = []
+        for message_rows in _by_message(rows).values():
+            path = await self._settle(message_rows, hop, {r["recipient"]: reply for r in message_rows}, tls)
+            if path:
+                finished.append(path)
+        return finished
 
     def _next_attempt(self, row: dict[str, Any]) -> float | None:
         """When to retry after this failure, or None when the message expires first."""
@@ -187,8 +329,10 @@ class QueueRunner:
         at = time.time() + delay
         return None if at > row["expires_at"] else at
 
-    async def _settle(self, rows: list[dict], hop: Hop | None, replies: dict[str, Reply], tls: str | None) -> None:
-        """Record each recipient's outcome in one transaction, then publish, bounce, clean up."""
+    async def _settle(self, rows: list[dict], hop: Hop | None, replies: dict[str, Reply],
+                      tls: str | None) -> str | None:
+        """Record each recipient's outcome in one transaction, then publish and bounce.
+        Returns the message's spool file when no recipient needs it any more."""
         bounced: list[dict] = []
 
         def commit(conn: sqlite3.Connection) -> tuple[list[dict], str | None]:
@@ -217,8 +361,7 @@ class QueueRunner:
                     "code": reply.code, "response": reply.text, "tls": tls}))
             outbound_id = rows[0]["outbound_id"]
             outbound = queue.refresh_outbound(conn, outbound_id)
-            finished = not any(r["state"] in queue.PENDING + ("held",) for r in queue.queue_rows_of(conn, outbound_id))
-            if finished and outbound and outbound["spool"]:
+            if outbound and outbound["state"] in queue.FINISHED and outbound["spool"]:
                 conn.execute("UPDATE outbound SET spool = NULL WHERE id = ?", (outbound_id,))
                 return events, outbound["spool"]
             return events, None
@@ -232,8 +375,7 @@ class QueueRunner:
                      f"{hop.host}[{hop.ip}]" if hop else "-", tls or "none", replies.get(row["recipient"]))
         if bounced:
             await self._bounce(rows[0], bounced)
-        if finished_spool:
-            await self.rt.run(spool.remove, self.settings.data_dir, finished_spool)
+        return finished_spool
 
     async def _bounce(self, first: dict, failures: list[dict]) -> None:
         """An RFC 3464 report to the local sender; never for a null sender (RFC 5321 §6.1)."""

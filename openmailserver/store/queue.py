@@ -14,6 +14,8 @@ Row = dict[str, Any]
 # except `held`, which waits for a release.
 PENDING = ("queued", "deferred")
 FINAL = ("delivered", "bounced")
+# Outbound (whole message) states once no recipient waits for an attempt or a release.
+FINISHED = ("sent", "bounced", "failed")
 
 
 def insert_outbound(conn: sqlite3.Connection, *, outbound_id: str, queue_id: str, mailbox_id: str | None,
@@ -68,11 +70,16 @@ _QUEUE_COLUMNS = ("q.*, o.queue_id, o.sender, o.message_id, o.spool, o.mailbox_i
                   "o.created_at AS submitted_at")
 
 
-def due(conn: sqlite3.Connection, now: float, limit: int) -> list[Row]:
+def due(conn: sqlite3.Connection, now: float, limit: int, domain: str | None = None) -> list[Row]:
+    """Recipient rows waiting for an attempt, oldest due first (only `domain`'s when given)."""
+    where, args = "", [now]
+    if domain is not None:
+        where = " AND q.domain = ?"
+        args.append(domain)
     rows = conn.execute(
         f"SELECT {_QUEUE_COLUMNS} FROM queue q JOIN outbound o ON o.id = q.outbound_id "
-        "WHERE q.state IN ('queued', 'deferred') AND q.next_attempt_at <= ? "
-        "ORDER BY q.next_attempt_at LIMIT ?", (now, limit))
+        f"WHERE q.state IN ('queued', 'deferred') AND q.next_attempt_at <= ?{where} "
+        "ORDER BY q.next_attempt_at, q.id LIMIT ?", (*args, limit))
     return [dict(r) for r in rows]
 
 
@@ -141,8 +148,10 @@ def set_state(conn: sqlite3.Connection, row_id: str, state: str, *, next_attempt
 
 def refresh_outbound(conn: sqlite3.Connection, outbound_id: str) -> Row | None:
     """Derive the message's state from its recipients' states; returns the outbound row."""
-    states = [r["state"] for r in queue_rows_of(conn, outbound_id)]
-    errors = [r["last_error"] for r in queue_rows_of(conn, outbound_id) if r["last_error"]]
+    rows = conn.execute("SELECT state, last_error FROM queue WHERE outbound_id = ? ORDER BY id",
+                        (outbound_id,)).fetchall()
+    states = [r["state"] for r in rows]
+    errors = [r["last_error"] for r in rows if r["last_error"]]
     if not states or all(s == "delivered" for s in states):
         state = "sent"
     elif any(s == "held" for s in states):
