@@ -1,1 +1,1 @@
-"""SMTP front doors (aiosmtpd): the MX receiver and, later, submission."""
+"""SMTP front doors: our SMTP server (`session`), the MX receiver and authenticated submission."""

@@ -9,148 +9,109 @@ is `core.submit()`.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import socket
+import sqlite3
+from typing import Optional
 
-from aiosmtpd.smtp import MISSING, AuthResult, Envelope, LoginPassword
-
-from ..address import parse_address
+from ..address import Address, parse_address
 from ..core import accounts as core_accounts
 from ..core import recipients
-from ..core.submit import allowed_senders, check_rate, check_sender, submit
+from ..core.submit import check_rate, may_send_as, sender_denied, submit
 from ..errors import MailError
 from ..runtime import Runtime
 from ..store import accounts
-from .session import Limits, Session
+from .session import Handler, Limits, Reply, Session, data_problem
 
 log = logging.getLogger(__name__)
 
 
-def _peer_ip(server: Session) -> str:
-    return server.session.peer[0] if server.session and server.session.peer else "?"
+def _may_send(conn: sqlite3.Connection, mailbox_id: str, sender: str, limit: int) -> Optional[str]:
+    """The refusal for MAIL FROM:<sender> of an authenticated mailbox, or None (one read)."""
+    mailbox = accounts.get_mailbox_by_id(conn, mailbox_id)
+    if mailbox is None or not mailbox["active"]:
+        return "550 5.7.1 Mailbox disabled"
+    if not may_send_as(conn, mailbox, sender):
+        return sender_denied(sender or "<>").smtp_reply()
+    check_rate(conn, mailbox["id"], limit)
+    return None
 
 
-class SubmissionHandler:
-    def __init__(self, rt: Runtime) -> None:
+class SubmissionHandler(Handler):
+    auth = True
+    auth_required = True
+
+    def __init__(self, rt: Runtime, starttls_required: bool) -> None:
         self.rt = rt
-
-    async def handle_EHLO(self, server, session, envelope: Envelope, hostname: str, responses: list[str]):
-        session.host_name = hostname
-        return responses[:-1] + ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250 HELP"]
+        self.starttls_required = starttls_required
 
     # -- AUTH (RFC 4954) -----------------------------------------------------------
 
-    async def _check(self, server: Session, username: str, password: str) -> AuthResult:
-        ip = _peer_ip(server)
+    async def authenticate(self, session: Session, username: str, password: str) -> str:
+        ip = session.peer_ip
         if self.rt.auth_throttle.blocked(ip):
-            await server.push("421 4.7.0 Too many failed logins from your address, try again later")
-            server.transport.close()
-            return AuthResult(success=False, handled=True)
+            session.hang_up()
+            return "421 4.7.0 Too many failed logins from your address, try again later"
         mailbox = await self.rt.run(core_accounts.check_login, self.rt.db, username, password)
         if mailbox is None:
             self.rt.auth_throttle.failure(ip)
             self.rt.metrics.auth_failures.labels("smtp").inc()
             log.info("submission login failed for %r from %s", username[:100], ip)
-            return AuthResult(success=False, handled=False, message="535 5.7.8 Authentication credentials invalid")
+            return "535 5.7.8 Authentication credentials invalid"
         self.rt.auth_throttle.success(ip)
-        server.session.mailbox_id = mailbox["id"]
-        return AuthResult(success=True, auth_data=LoginPassword(username.encode(), b""))
-
-    async def auth_PLAIN(self, server: Session, args: list[str]) -> AuthResult:
-        blob = args[1] if len(args) > 1 else await server.challenge_auth("", encode_to_b64=False)
-        if blob is MISSING:
-            return AuthResult(success=False, handled=True)
-        try:
-            raw = base64.b64decode(blob, validate=True)
-            _, user, password = raw.split(b"\0", 2)  # RFC 4616: authzid NUL authcid NUL passwd
-            return await self._check(server, user.decode("utf-8"), password.decode("utf-8"))
-        except (binascii.Error, ValueError, UnicodeDecodeError):
-            return AuthResult(success=False, handled=False, message="501 5.5.2 Cannot decode AUTH PLAIN response")
-
-    async def auth_LOGIN(self, server: Session, args: list[str]) -> AuthResult:
-        try:
-            if len(args) > 1:
-                user = base64.b64decode(args[1], validate=True)
-            else:
-                user = await server.challenge_auth("Username:")
-            if user is MISSING:
-                return AuthResult(success=False, handled=True)
-            password = await server.challenge_auth("Password:")
-            if password is MISSING:
-                return AuthResult(success=False, handled=True)
-            return await self._check(server, user.decode("utf-8"), password.decode("utf-8"))
-        except (binascii.Error, ValueError, UnicodeDecodeError):
-            return AuthResult(success=False, handled=False, message="501 5.5.2 Cannot decode AUTH LOGIN response")
+        session.authenticated = mailbox["id"]
+        return "235 2.7.0 Authentication successful"
 
     # -- MAIL / RCPT / DATA --------------------------------------------------------
 
-    async def _mailbox(self, session) -> dict:
-        return await self.rt.adb.read(accounts.get_mailbox_by_id, session.mailbox_id)
+    async def mail(self, session: Session, address: str) -> str:
+        refusal = await self.rt.adb.read(_may_send, session.authenticated, address,
+                                         self.rt.settings.max_sends_per_hour)
+        return refusal or "250 2.1.0 OK"
 
-    async def handle_MAIL(self, server, session, envelope: Envelope, address: str, options: list[str]) -> str:
-        mailbox = await self._mailbox(session)
-        if mailbox is None or not mailbox["active"]:
-            return "550 5.7.1 Mailbox disabled"
-        sender = "" if address == "<>" else address
-        try:
-            allowed = await self.rt.adb.read(allowed_senders, mailbox)
-            check_sender(allowed, sender)
-            await self.rt.adb.read(check_rate, mailbox["id"], self.rt.settings.max_sends_per_hour)
-        except MailError as exc:
-            return exc.smtp_reply()
-        envelope.mail_from = sender
-        envelope.mail_options.extend(options)
-        return "250 2.1.0 OK"
-
-    async def handle_RCPT(self, server, session, envelope: Envelope, address: str, options: list[str]) -> str:
-        if len(envelope.rcpt_tos) >= self.rt.settings.max_recipients:
+    def rcpt(self, session: Session, address: str) -> Reply:
+        if len(session.rcpts) >= self.rt.settings.max_recipients:
             return "452 4.5.3 Too many recipients"
         try:
             parsed = parse_address(address)
         except MailError as exc:
             return f"501 5.1.3 Bad recipient address: {exc.message}"
+        return self._rcpt(parsed)
+
+    async def _rcpt(self, parsed: Address) -> str:
         resolution = await self.rt.adb.read(recipients.resolve, parsed)
         if resolution.hosted and not resolution.mailboxes:
             return "550 5.1.1 User unknown"
-        envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server: Session, session, envelope: Envelope) -> str:
-        raw: bytes = envelope.original_content or b""
-        problem = server.data_problem(raw)
-        if problem:
-            return problem
-        mailbox = await self._mailbox(session)
+    def data(self, session: Session, raw: bytes) -> Reply:
+        return data_problem(raw) or self._submit(session, raw)
+
+    async def _submit(self, session: Session, raw: bytes) -> str:
+        mailbox = await self.rt.adb.read(accounts.get_mailbox_by_id, session.authenticated)
         if mailbox is None:
             return "550 5.7.1 Mailbox disabled"
-        client = f"smtp {session.host_name or 'unknown'} ([{_peer_ip(server)}])"
-        try:
-            result = await submit(self.rt, mailbox=mailbox, envelope_from=envelope.mail_from, to=envelope.rcpt_tos,
-                                  raw=raw, client=client)
-        except MailError as exc:
-            return exc.smtp_reply()
+        client = f"smtp {session.helo or 'unknown'} ([{session.peer_ip}])"
+        result = await submit(self.rt, mailbox=mailbox, envelope_from=session.mail_from or "",
+                              to=list(session.rcpts), raw=raw, client=client)
         return f"250 2.0.0 OK queued as {result.outbound['queue_id']}"
 
 
 def _starter(implicit_tls: bool):
     async def start(rt: Runtime, sock: socket.socket):
         settings = rt.settings
-        context = rt.tls_context
-        handler = SubmissionHandler(rt)
+        handler = SubmissionHandler(rt, starttls_required=not implicit_tls)
         limits = Limits(settings.smtp_max_connections, settings.smtp_max_connections_per_ip,
                         blocked=rt.auth_throttle.blocked)
         rt.session_counts["submission" if implicit_tls else "submission_starttls"] = lambda: limits.total
 
         def factory() -> Session:
-            return Session(handler, limits=limits, hostname=settings.mail_host, ident="openmailserver",
-                           data_size_limit=settings.message_size_limit, enable_SMTPUTF8=True, decode_data=False,
-                           tls_context=None if implicit_tls else context, require_starttls=not implicit_tls,
-                           timeout=settings.smtp_idle_timeout, auth_required=True, implicit_tls=implicit_tls)
+            return Session(handler, limits=limits, hostname=settings.mail_host,
+                           size_limit=settings.message_size_limit, timeout=settings.smtp_idle_timeout,
+                           tls_context=None if implicit_tls else rt.tls_context, implicit_tls=implicit_tls)
 
         server = await asyncio.get_running_loop().create_server(
-            factory, sock=sock, ssl=context if implicit_tls else None)
+            factory, sock=sock, ssl=rt.tls_context if implicit_tls else None)
 
         async def stop() -> None:
             server.close()

@@ -244,7 +244,7 @@ def test_install_creates_venv_config_data_dir_and_unit(installed):
     pins = dict(line.lower().split("==") for line in (installed.source / "constraints.txt").read_text().splitlines()
                 if "==" in line and not line.startswith("#"))
     installed_versions = dict(line.lower().split("==") for line in frozen.splitlines() if "==" in line)
-    for name in ("aiosmtpd", "cryptography", "starlette", "uvicorn", "dkimpy", "argon2-cffi"):
+    for name in ("aiosmtplib", "cryptography", "starlette", "uvicorn", "dkimpy", "argon2-cffi"):
         assert installed_versions[name] == pins[name], name
     package = subprocess.run([str(python), "-I", "-c", "import openmailserver; print(openmailserver.__file__)"],
                              capture_output=True, text=True, check=True).stdout.strip()
