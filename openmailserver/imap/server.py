@@ -884,20 +884,25 @@ class Session:
     async def cmd_append(self, cmd: p.Command) -> str:
         args: p.AppendArgs = cmd.args  # type: ignore[assignment]
         assert self.mailbox is not None
-        folder, mailbox = await self.rt.adb.read(_append_target, self.mailbox["id"], args.mailbox)
+        # The folder and quota are read while the message is parsed.
+        target = asyncio.ensure_future(self.rt.adb.read(_append_target, self.mailbox["id"], args.mailbox))
+        if not args.message:
+            prepared = None
+        elif len(args.message) <= INLINE_PREPARE:
+            prepared = _prepare_append(args.message)
+        else:
+            prepared = await self.rt.run(_prepare_append, args.message)
+        folder, mailbox = await target
         if folder is None:
             return "NO [TRYCREATE] Mailbox does not exist"
-        if not args.message:
+        if prepared is None:
             return "NO Empty messages are not accepted"
         if mailbox is None:
             return "NO [UNAVAILABLE] Mailbox is gone"
         quota = mailbox["quota_bytes"]
         if quota and mailbox["used_bytes"] + len(args.message) > quota:
             return "NO [OVERQUOTA] Quota exceeded"
-        if len(args.message) <= INLINE_PREPARE:
-            data, meta, cache = _prepare_append(args.message)
-        else:
-            data, meta, cache = await self.rt.run(_prepare_append, args.message)
+        data, meta, cache = prepared
         # Keywords are case-insensitive: keep the spelling the folder already uses.
         known = {k.lower(): k for k in mailstate.split_flags(folder.get("keywords", ""))}
         flags = {f if f.startswith("\\") else known.get(f.lower(), f) for f in args.flags}
