@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from ..errors import MailError, storage_exhausted, storage_full
 from ..runtime import Runtime
-from ..store import maildir, messages
+from ..store import maildir, mailstate, messages
 from ..util import iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ class Delivery:
     # Skip the copy when this mailbox got the same Message-ID in the folder lately: a sender
     # that retries after losing our 250 (RFC 1047's duplicate problem) then delivers once.
     dedupe: bool = False
+    # The IMAP cache of the stored file, when the caller has it at hand: its header block
+    # and its ENVELOPE (indexed with the message, so nothing reads the file back for it).
+    imap_cache: tuple[bytes, bytes] | None = None
 
 
 DEDUPE_WINDOW = timedelta(hours=24)
@@ -55,9 +58,12 @@ def _index_all(conn: sqlite3.Connection, items: list[tuple[Delivery, str]],
                 conn, d.mailbox["id"], d.folder, d.meta["message_id"], since):
             rows.append({"duplicate": True, "filename": filename})
             continue
-        rows.append(messages.record_message(
+        row = messages.record_message(
             conn, mailbox_id=d.mailbox["id"], folder=d.folder, filename=filename, size=len(d.data),
-            meta=d.meta, flags=" ".join(sorted(d.flags)), direction=d.direction, event_type=d.event_type))
+            meta=d.meta, flags=" ".join(sorted(d.flags)), direction=d.direction, event_type=d.event_type)
+        if d.imap_cache is not None:
+            mailstate.cache_put(conn, [(row["id"], {"header": d.imap_cache[0], "envelope": d.imap_cache[1]})])
+        rows.append(row)
     if also is not None:
         also(conn, rows)
     return rows

@@ -910,14 +910,14 @@ class Session:
         when = iso(args.internal_date) if args.internal_date else None
         delivery = Delivery(mailbox=mailbox, data=data, meta=meta, folder=folder["name"], flags=flags,
                             direction="outbound" if folder["special_use"] in ("\\Sent", "\\Drafts") else "inbound",
-                            event_type=None)
+                            event_type=None, imap_cache=cache)
         selected = self.selected if self.selected is not None and self.selected.folder["id"] == folder["id"] \
             else None
         since = selected.known_modseq if selected is not None else None
         changes: list[dict] = []
 
         def finish(conn, rows: list[dict]) -> None:
-            mailstate.after_append(conn, rows, when, keywords, cache)
+            mailstate.after_append(conn, rows, when, keywords)
             if since is not None:  # what the selected view must learn, read in the same transaction
                 changes.append(mailstate.changes_since(conn, folder["id"], since))
 

@@ -14,6 +14,7 @@ import socket
 from typing import Any
 
 from .. import mime
+from ..mime import structure
 from ..mime.compose import trace_header
 from ..address import Address, parse_address
 from ..core import recipients
@@ -100,12 +101,13 @@ class MXHandler(Handler):
         host = self.settings.mail_host
         mail_from = session.mail_from or ""
 
-        def examine() -> tuple[bytes, Any, dict[str, Any]]:  # one executor hop for all the parsing and DNS
+        def examine() -> tuple[bytes, Any, dict[str, Any], bytes, bytes]:  # one executor hop for parsing and DNS
             cleaned = strip_our_auth_results(raw, host)
-            return cleaned, authenticate(cleaned, authserv_id=host, ip=peer_ip, mail_from=mail_from,
-                                         helo=helo), mime.index_meta(cleaned)
+            header = structure.split_header(cleaned)[0]
+            return (cleaned, authenticate(cleaned, authserv_id=host, ip=peer_ip, mail_from=mail_from, helo=helo),
+                    mime.index_meta(cleaned), header, structure.envelope_bytes(header))
 
-        raw, results, meta = await self.rt.run(examine)
+        raw, results, meta, header, envelope = await self.rt.run(examine)
         if results.dmarc_reject and self.settings.dmarc_enforce:
             log.info("rejected by DMARC policy: from %s [%s]", mail_from, peer_ip)
             return "550 5.7.1 Rejected by the sender domain's DMARC policy"
@@ -122,7 +124,7 @@ class MXHandler(Handler):
             head = (trace_header("Return-Path", f"<{mail_from}>") + trace_header("Delivered-To", rcpt)
                     + received.replace(b"{for}", f" for <{rcpt}>".encode("utf-8")) + trace_common)
             deliveries.append(Delivery(mailbox=mailbox, data=head + raw, meta={**meta, "subaddress": subaddress},
-                                       dedupe=True))
+                                       dedupe=True, imap_cache=(head + header, envelope)))
         await deliver(self.rt, deliveries)
         self.rt.metrics.received.inc(len(deliveries))
         log.info("delivered from=<%s> to %d mailbox(es) size=%d spf=%s dkim=%s dmarc=%s",

@@ -533,17 +533,14 @@ def move_messages(conn: sqlite3.Connection, src_folder_id: int, src_path: Path, 
 
 
 def after_append(conn: sqlite3.Connection, rows: list[Row], internal_date: Optional[str],
-                 keywords: list[str], cache: Optional[tuple[bytes, bytes]]) -> None:
-    """Finish an APPEND inside the delivery transaction: the client's date, keywords, cache."""
+                 keywords: list[str]) -> None:
+    """Finish an APPEND inside the delivery transaction: the client's date and keywords."""
     for row in rows:
         if internal_date:
             conn.execute("UPDATE messages SET internal_date = ? WHERE id = ?", (internal_date, row["id"]))
         if keywords:
             folder = conn.execute("SELECT folder_id FROM messages WHERE id = ?", (row["id"],)).fetchone()
             add_keywords(conn, folder[0], keywords)
-        if cache is not None:
-            conn.execute("INSERT INTO message_cache (message_id, header, envelope) VALUES (?, ?, ?)",
-                         (row["id"], cache[0], cache[1]))
 
 
 # ---- the per-message cache -------------------------------------------------

@@ -318,3 +318,21 @@ def test_a_retried_message_is_stored_once(mx):
     assert send(mx.smtp_port, "x@remote.test", ["alice@a.test"], data) == {}
     assert send(mx.smtp_port, "x@remote.test", ["alice@a.test", "bob@a.test"], data) == {}
     assert len(mx.messages_on_disk("alice@a.test")) == 1 and len(mx.messages_on_disk("bob@a.test")) == 1
+
+
+def test_imap_cache_written_at_delivery_matches_each_stored_copy(mx):
+    """The header block and ENVELOPE indexed with each copy are those of its own file (the
+    trace fields differ per recipient), so IMAP never needs to read the file for them."""
+    from openmailserver.mime import structure
+
+    send(mx.smtp_port, "x@remote.test", ["alice@a.test", "bob@a.test"],
+         build_message("x@remote.test", "alice@a.test, bob@a.test", "Cached at delivery"))
+    db = sqlite3.connect(mx.data_dir / "openmailserver.db")
+    for address in ("alice@a.test", "bob@a.test"):
+        [stored] = mx.messages_on_disk(address)
+        header, envelope = db.execute(
+            "SELECT c.header, c.envelope FROM message_cache c JOIN messages m ON m.id = c.message_id "
+            "JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.address = ?", (address,)).fetchone()
+        assert header == structure.split_header(stored)[0]
+        assert f"Delivered-To: {address}".encode() in header
+        assert envelope == structure.envelope_bytes(header)
