@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import datetime, timezone
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage, Message
 from email.policy import SMTP
-from email.utils import format_datetime
+from email.utils import format_datetime, localtime
 
 from . import header_block, parse_headers
 
@@ -29,6 +30,18 @@ def missing_id_and_date(headers: Message, hostname: str) -> bytes:
     if headers.get("Date") is None:
         added += f"Date: {format_datetime(datetime.now(timezone.utc))}\r\n".encode("ascii")
     return added
+
+
+_trace_date: tuple[int, str] = (0, "")
+
+
+def trace_date() -> str:
+    """Now, as the date-time of a trace field (RFC 5322 §3.6.7), local time; computed once a second."""
+    global _trace_date
+    second = int(time.time())
+    if _trace_date[0] != second:
+        _trace_date = (second, format_datetime(localtime()))
+    return _trace_date[1]
 
 
 def trace_header(name: str, value: str) -> bytes:

@@ -8,14 +8,13 @@ has the message fsynced in every recipient mailbox and indexed.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import socket
 from typing import Any
 
 from .. import mime
 from ..mime import structure
-from ..mime.compose import trace_header
+from ..mime.compose import trace_date, trace_header
 from ..address import Address, parse_address
 from ..core import recipients
 from ..core.deliver import Delivery, deliver
@@ -117,7 +116,7 @@ class MXHandler(Handler):
         received = trace_header("Received", (
             f"from {helo} ([{peer_ip}]) by {host} (openmailserver) with "
             f"{'ESMTPS' if tls else 'ESMTP'}{f' ({tls})' if tls else ''} id {queue_id}"
-            f"{{for}}; {email.utils.format_datetime(email.utils.localtime())}"))
+            f"{{for}}; {trace_date()}"))
         trace_common = trace_header("Authentication-Results", results.header_value)
         deliveries = []
         for mailbox, rcpt, subaddress in session.txn["targets"].values():
