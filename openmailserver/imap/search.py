@@ -47,19 +47,21 @@ def _cost(key: p.SearchKey) -> int:
     return 0
 
 
+def _any_key(key: p.SearchKey, test: Callable[[p.SearchKey], bool]) -> bool:
+    """Whether `test` holds for a key of the tree (NOT, OR and AND looked through)."""
+    if isinstance(key, p.SearchNot):
+        return _any_key(key.key, test)
+    if isinstance(key, p.SearchOr):
+        return _any_key(key.left, test) or _any_key(key.right, test)
+    if isinstance(key, p.SearchAnd):
+        return any(_any_key(k, test) for k in key.keys)
+    return test(key)
+
+
 def _needs_details(key: p.SearchKey) -> bool:
     """Whether a key tree needs sizes, internal dates or file names of every message."""
-    if isinstance(key, (p.SearchSize, p.SearchText)):
-        return True
-    if isinstance(key, p.SearchDate):
-        return key.field == "INTERNAL"
-    if isinstance(key, p.SearchNot):
-        return _needs_details(key.key)
-    if isinstance(key, p.SearchOr):
-        return _needs_details(key.left) or _needs_details(key.right)
-    if isinstance(key, p.SearchAnd):
-        return any(_needs_details(k) for k in key.keys)
-    return False
+    return _any_key(key, lambda k: isinstance(k, (p.SearchSize, p.SearchText))
+                    or (isinstance(k, p.SearchDate) and k.field == "INTERNAL"))
 
 
 def _indexed(key: p.SearchHeader) -> bool:
@@ -69,17 +71,8 @@ def _indexed(key: p.SearchHeader) -> bool:
 
 def _uses_headers(key: p.SearchKey) -> bool:
     """Whether a key tree reads header blocks."""
-    if isinstance(key, p.SearchHeader):
-        return not _indexed(key)
-    if isinstance(key, p.SearchDate):
-        return key.field == "SENT"
-    if isinstance(key, p.SearchNot):
-        return _uses_headers(key.key)
-    if isinstance(key, p.SearchOr):
-        return _uses_headers(key.left) or _uses_headers(key.right)
-    if isinstance(key, p.SearchAnd):
-        return any(_uses_headers(k) for k in key.keys)
-    return False
+    return _any_key(key, lambda k: (isinstance(k, p.SearchHeader) and not _indexed(k))
+                    or (isinstance(k, p.SearchDate) and k.field == "SENT"))
 
 
 class _Item:
