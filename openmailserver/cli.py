@@ -394,32 +394,22 @@ def _queue_action(action: str, ident: str, config, dev, set_, as_json) -> None:
     _emit(data, as_json, f"{action}: {data['id']} is now {data['state']}")
 
 
-@queue_app.command("retry")
-def queue_retry(ident: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
+def _queue_command(action: str, summary: str) -> None:
+    def command(ident: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
                 as_json: JsonOpt = False) -> None:
-    """Attempt delivery now."""
-    _queue_action("retry", ident, config, dev, set_, as_json)
+        _queue_action(action, ident, config, dev, set_, as_json)
+
+    command.__name__ = f"queue_{action}"
+    queue_app.command(action, help=summary)(command)
 
 
-@queue_app.command("hold")
-def queue_hold(ident: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
-               as_json: JsonOpt = False) -> None:
-    """Stop delivery attempts until released."""
-    _queue_action("hold", ident, config, dev, set_, as_json)
-
-
-@queue_app.command("release")
-def queue_release(ident: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
-                  as_json: JsonOpt = False) -> None:
-    """Release a held message for delivery now."""
-    _queue_action("release", ident, config, dev, set_, as_json)
-
-
-@queue_app.command("delete")
-def queue_delete(ident: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
-                 as_json: JsonOpt = False) -> None:
-    """Remove a message's undelivered recipients from the queue (no bounce)."""
-    _queue_action("delete", ident, config, dev, set_, as_json)
+for _action, _summary in (
+        ("retry", "Attempt delivery now."),
+        ("hold", "Stop delivery attempts until released."),
+        ("release", "Release a held message for delivery now."),
+        ("delete", "Remove a message's undelivered recipients from the queue (no bounce)."),
+):
+    _queue_command(_action, _summary)
 
 
 # ---- backups -----------------------------------------------------------------

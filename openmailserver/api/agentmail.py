@@ -70,26 +70,13 @@ def inbox_json(row: dict[str, Any]) -> dict[str, Any]:
             "created_at": row["created_at"], "updated_at": row["updated_at"]}
 
 
-def _text(body: dict, field: str, limit: int) -> str | None:
-    value = body.get(field)
-    if value is not None and (not isinstance(value, str) or len(value) > limit):
-        raise MailError("invalid_request", f"{field} must be a string of at most {limit} characters",
-                        http_status=422)
-    return value
-
-
 async def create_inbox(request: Request) -> JSONResponse:
     await principal(request, "admin")
     rt = runtime(request)
     body = await json_body(request)
-    username = body.get("username")
-    if username is not None and (not isinstance(username, str) or not username.strip()):
-        raise MailError("invalid_request", "username must be a non-empty string", http_status=422)
-    domain = body.get("domain") if body.get("domain") is not None else rt.settings.mail_domain
-    display_name, client_id = _text(body, "display_name", 200) or "", _text(body, "client_id", 255)
-    result = await rt.run(lambda: core.create_mailbox(
-        rt.settings, rt.db, username.strip() if username else core.random_local_part(), domain,
-        display_name=display_name, client_id=client_id, add_domain=False))
+    result = await compat.create_inbox(rt, body.get("username"), body.get("domain"),
+                                       display_name=compat.optional_text(body, "display_name", 200) or "",
+                                       client_id=compat.optional_text(body, "client_id", 255))
     return ok(inbox_json(result["mailbox"]), status=201)
 
 
@@ -110,7 +97,7 @@ async def update_inbox(request: Request) -> JSONResponse:
     _, mailbox = await compat.own_inbox(request, "mail:read")
     rt = runtime(request)
     body = await json_body(request)
-    display_name = _text(body, "display_name", 200)
+    display_name = compat.optional_text(body, "display_name", 200)
     if display_name is not None:
         mailbox = await rt.run(lambda: core.update_mailbox(rt.db, mailbox["address"], display_name=display_name))
     return ok(inbox_json(mailbox))
@@ -434,7 +421,7 @@ async def create_webhook(request: Request) -> JSONResponse:
     body = await json_body(request)
     url = await rt.run(webhooks.check_url, rt, body.get("url"))
     types = _event_types(body.get("event_types"), required=True)
-    client_id = _text(body, "client_id", 255)
+    client_id = compat.optional_text(body, "client_id", 255)
     secret = webhooks.new_secret()
     hook = await rt.adb.write(hook_store.insert, mailbox_id=who.mailbox_id, url=url, event_types=types,
                               inbox_ids=inbox_filter(who, body.get("inbox_ids")), enabled=True, secret=secret,

@@ -14,6 +14,7 @@ import httpx
 from starlette.requests import HTTPConnection, Request
 
 from .. import mime, webhooks
+from ..core import accounts as core_accounts
 from ..core.accounts import Principal
 from ..core.views import read_raw
 from ..errors import MailError, not_found
@@ -48,6 +49,26 @@ async def raw_of(request: Request, row: dict, mailbox: dict) -> bytes | None:
         return await read_raw(runtime(request), row, mailbox)
     except FileNotFoundError:  # removed by another client a moment ago
         return None
+
+
+def optional_text(body: dict, field: str, limit: int) -> str | None:
+    """An optional string field of a JSON body, at most `limit` characters."""
+    value = body.get(field)
+    if value is not None and (not isinstance(value, str) or len(value) > limit):
+        raise MailError("invalid_request", f"{field} must be a string of at most {limit} characters",
+                        http_status=422)
+    return value
+
+
+async def create_inbox(rt, username: Any, domain: Any, **details: Any) -> dict:
+    """A new mailbox for the inbox-creating endpoints of both dialects: `username` (random when
+    absent) at `domain` (the primary mail domain when absent); `core.create_mailbox`'s result."""
+    if username is not None and (not isinstance(username, str) or not username.strip()):
+        raise MailError("invalid_request", "username must be a non-empty string", http_status=422)
+    local = username.strip() if username else core_accounts.random_local_part()
+    domain = domain if domain is not None else rt.settings.mail_domain
+    return await rt.run(lambda: core_accounts.create_mailbox(rt.settings, rt.db, local, domain, add_domain=False,
+                                                             **details))
 
 
 def looks_like_html(text: str) -> bool:

@@ -46,16 +46,6 @@ def inbox_json(row: dict[str, Any]) -> dict[str, Any]:
             "displayName": row["display_name"] or None, "createdAt": row["created_at"]}
 
 
-def _optional_text(body: dict, field: str, limit: int) -> str | None:
-    value = body.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise MailError("invalid_request", f"{field} must be a string of at most {limit} characters",
-                        http_status=422)
-    return value
-
-
 # ---- inboxes -----------------------------------------------------------------
 
 async def create_inbox(request: Request) -> JSONResponse:
@@ -63,18 +53,13 @@ async def create_inbox(request: Request) -> JSONResponse:
     rt = runtime(request)
     body = await json_body(request)
     username = body.get("username") if body.get("username") is not None else body.get("mailboxName")
-    if username is not None and (not isinstance(username, str) or not username.strip()):
-        raise MailError("invalid_request", "username must be a non-empty string", http_status=422)
     if body.get("username") is not None and body.get("mailboxName") is not None \
             and body["username"] != body["mailboxName"]:
         raise MailError("invalid_request", "give username or mailboxName, not two different names",
                         http_status=422)
-    external_id = _optional_text(body, "externalId", 255)
-    display_name = _optional_text(body, "displayName", 200) or ""
-    domain = body.get("domain") if body.get("domain") is not None else rt.settings.mail_domain
-    result = await rt.run(lambda: core.create_mailbox(
-        rt.settings, rt.db, username.strip() if username else core.random_local_part(), domain,
-        display_name=display_name, external_id=external_id, add_domain=False))
+    result = await compat.create_inbox(rt, username, body.get("domain"),
+                                       display_name=compat.optional_text(body, "displayName", 200) or "",
+                                       external_id=compat.optional_text(body, "externalId", 255))
     # The mailbox password (IMAP/SMTP) and an API key limited to this inbox are shown this once.
     return ok({**inbox_json(result["mailbox"]), "apiKey": result["api_key"], "password": result["password"]},
               status=201)
