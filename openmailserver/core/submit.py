@@ -154,7 +154,10 @@ def _prepare(rt: Runtime, mailbox: dict[str, Any], envelope_from: str, parsed: l
                 local.setdefault(target["id"], (target, text))
     added = missing_id_and_date(headers, settings.mail_host)  # RFC 6409 §8.3
     raw = added + raw
-    meta = mime.index_meta(raw) if added else mime.index_meta_of(headers)
+    meta = mime.index_meta_of(headers)
+    if added:  # what the index keeps of the fields just added
+        new = mime.index_meta(added + b"\r\n")
+        meta.update({key: new[key] for key in ("message_id", "date") if new[key]})
     signed = raw
     if domain is not None:
         signed = dkim.sign(raw, domain["name"], domain["dkim_selector"], domain["dkim_private_key"]) + raw

@@ -49,6 +49,7 @@ SIGNED_HEADERS = (
 # the receiver verifies that form: canonicalise the same one.
 _LINE_ENDING = re.compile(rb"\r\n|\n|\r")
 _WSP_RUN = re.compile(rb"[ \t]+")
+_WSP_TO_COMPRESS = re.compile(rb"\t[ \t]*| [ \t]+")  # any WSP run but a lone SP
 _TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
 _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 FOLD_AT = 72  # columns per line of the signature header (RFC 5322 §2.1.1 recommends 78 at most)
@@ -65,7 +66,8 @@ def _private_key(private_pem: str) -> rsa.RSAPrivateKey:
 def _wire_lines(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """The message as transmitted, split into header fields (name, raw text after the
     colon, continuation lines included) and the body (CRLF line endings)."""
-    wire = _LINE_ENDING.sub(b"\r\n", message)
+    crlf = message.count(b"\r\n")
+    wire = message if message.count(b"\n") == crlf == message.count(b"\r") else _LINE_ENDING.sub(b"\r\n", message)
     if not wire.endswith(b"\r\n"):
         wire += b"\r\n"
     if wire.startswith(b"\r\n"):
@@ -96,7 +98,11 @@ def _relaxed_header(name: bytes, value: bytes) -> bytes:
 def relaxed_body(body: bytes) -> bytes:
     """RFC 6376 §3.4.4 on a CRLF body: no WSP at line ends, WSP runs as one SP, no empty
     lines at the end; a non-empty body ends with CRLF, an empty one stays empty."""
-    body = _WSP_RUN.sub(b" ", _TRAILING_WSP.sub(b"\r\n", body)).rstrip(b"\r\n")
+    if b" \r\n" in body or b"\t\r\n" in body:
+        body = _TRAILING_WSP.sub(b"\r\n", body)
+    if b"\t" in body or b"  " in body:
+        body = _WSP_TO_COMPRESS.sub(b" ", body)
+    body = body.rstrip(b"\r\n")
     return body + b"\r\n" if body else b""
 
 

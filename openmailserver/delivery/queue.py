@@ -73,6 +73,43 @@ def _remove_spools(data_dir: Path, paths: list[str]) -> None:
         spool.remove(data_dir, path)
 
 
+Outcome = tuple[list[dict], Hop | None, dict[str, Reply], str | None]  # rows, hop, replies, TLS
+
+
+class _Outcomes:
+    """A lane's delivery outcomes, committed as they come with at most one write in flight:
+    what arrives while one commits goes into the next (group commit at the lane)."""
+
+    def __init__(self, runner: QueueRunner) -> None:
+        self.runner = runner
+        self.waiting: list[Outcome] = []
+        self.finished: list[str] = []
+        self.task: asyncio.Task | None = None
+
+    def add(self, rows: list[dict], hop: Hop | None, replies: dict[str, Reply], tls: str | None) -> None:
+        self.waiting.append((rows, hop, replies, tls))
+        if self.task is None:
+            self.task = asyncio.create_task(self._commit())
+
+    async def _commit(self) -> None:
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting, []
+                try:
+                    self.finished += await self.runner._settle_many(batch)
+                except Exception as exc:  # noqa: BLE001 - not recorded: the rows stay due
+                    # and the remote's duplicate check (or ours, for a local copy) meets the message again.
+                    log.error("could not record %d delivery outcomes: %s", len(batch), exc)
+        finally:
+            self.task = None
+
+    async def committed(self) -> list[str]:
+        """Wait until every outcome added so far is committed; the spool files now unneeded."""
+        while self.task is not None:
+            await asyncio.shield(self.task)
+        return self.finished
+
+
 class QueueRunner:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -241,28 +278,23 @@ class QueueRunner:
         returns. Returns the connection to go on with, or None when it failed."""
         grouped = list(_by_message(rows).values())
         datas = await self.rt.run(_read_spools, self.settings.data_dir, [m[0]["spool"] for m in grouped])
-        outcomes: list[asyncio.Task] = []
-
-        def record(message_rows: list[dict], hop: Hop | None, replies: dict[str, Reply], tls: str | None) -> None:
-            settled.update(r["id"] for r in message_rows)
-            outcomes.append(asyncio.create_task(self._settle(message_rows, hop, replies, tls)))
-
+        outcomes = _Outcomes(self)
         try:
-            return await self._send_each(connection, key, grouped, datas, record, outcomes, settled)
+            return await self._send_each(connection, key, grouped, datas, outcomes, settled)
         finally:
             # The caller releases the rows next: their outcomes must be committed by then.
-            await self._await_outcomes(outcomes)
+            await self._finish(await outcomes.committed())
 
     async def _send_each(self, connection: Outbound, key: str, grouped: list[list[dict]],
-                         datas: list[bytes | None], record, outcomes: list[asyncio.Task],
-                         settled: set[str]) -> Outbound | None:
+                         datas: list[bytes | None], outcomes: _Outcomes, settled: set[str]) -> Outbound | None:
         index = 0
         while index < len(grouped):
             message_rows, data = grouped[index], datas[index]
             first = message_rows[0]
             if data is None:
-                record(message_rows, None, {r["recipient"]: Reply(550, "5.3.0 queued message file is missing")
-                                            for r in message_rows}, None)
+                settled.update(r["id"] for r in message_rows)
+                outcomes.add(message_rows, None, {r["recipient"]: Reply(550, "5.3.0 queued message file is missing")
+                                                  for r in message_rows}, None)
                 index += 1
                 continue
             try:
@@ -277,33 +309,18 @@ class QueueRunner:
                     reopened = await self._open(key, [r for m in grouped[index:] for r in m])
                     if reopened is None:
                         settled.update(r["id"] for m in grouped[index:] for r in m)
-                        break
+                        return None
                     connection = reopened
                     continue
-                pending = [r for m in grouped[index:] for r in m]
-                settled.update(r["id"] for r in pending)
-                outcomes.append(asyncio.create_task(
-                    self._settle_all(pending, connection.hop, Reply(451, f"4.4.2 {exc}"), connection.tls)))
-                connection = None
-                break
-            record(message_rows, connection.hop, replies, connection.tls)
+                for pending in grouped[index:]:
+                    settled.update(r["id"] for r in pending)
+                    outcomes.add(pending, connection.hop, {r["recipient"]: Reply(451, f"4.4.2 {exc}")
+                                                           for r in pending}, connection.tls)
+                return None
+            settled.update(r["id"] for r in message_rows)
+            outcomes.add(message_rows, connection.hop, replies, connection.tls)
             index += 1
-        else:
-            return connection
-        return None
-
-    async def _await_outcomes(self, outcomes: list[asyncio.Task]) -> None:
-        finished: list[str] = []
-        for result in await asyncio.gather(*outcomes, return_exceptions=True):
-            if isinstance(result, BaseException):
-                # Not recorded: the rows stay due, and the remote's duplicate check
-                # (or ours, for a local copy) meets the message again.
-                log.error("could not record a delivery outcome: %s", result)
-            elif isinstance(result, list):
-                finished.extend(result)
-            elif result:
-                finished.append(result)
-        await self._finish(finished)
+        return connection
 
     async def _finish(self, spools: list[str] | str | None) -> None:
         """Remove the spool files of messages no recipient waits for any more."""
@@ -316,12 +333,8 @@ class QueueRunner:
     async def _settle_all(self, rows: list[dict], hop: Hop | None, reply: Reply,
                           tls: str | None = None) -> list[str]:
         """Record the same reply for every row; returns the spool files now unneeded."""
-        finished = []
-        for message_rows in _by_message(rows).values():
-            path = await self._settle(message_rows, hop, {r["recipient"]: reply for r in message_rows}, tls)
-            if path:
-                finished.append(path)
-        return finished
+        return await self._settle_many([(message_rows, hop, {r["recipient"]: reply for r in message_rows}, tls)
+                                        for message_rows in _by_message(rows).values()])
 
     def _next_attempt(self, row: dict[str, Any]) -> float | None:
         """When to retry after this failure, or None when the message expires first."""
@@ -329,53 +342,61 @@ class QueueRunner:
         at = time.time() + delay
         return None if at > row["expires_at"] else at
 
-    async def _settle(self, rows: list[dict], hop: Hop | None, replies: dict[str, Reply],
-                      tls: str | None) -> str | None:
-        """Record each recipient's outcome in one transaction, then publish and bounce.
-        Returns the message's spool file when no recipient needs it any more."""
-        bounced: list[dict] = []
+    async def _settle_many(self, outcomes: list[Outcome]) -> list[str]:
+        """Record each recipient's outcome (one transaction for them all), then publish and
+        bounce. Returns the spool files of messages no recipient needs any more."""
 
-        def commit(conn: sqlite3.Connection) -> tuple[list[dict], str | None]:
-            bounced.clear()
-            events = []
+        def commit(conn: sqlite3.Connection) -> list[tuple[list[dict], list[dict], str | None]]:
+            return [self._commit_outcome(conn, *outcome) for outcome in outcomes]
+
+        results = await self.rt.adb.write(commit)
+        finished = []
+        for (rows, hop, replies, tls), (events, bounced, finished_spool) in zip(outcomes, results):
+            for event in events:
+                self.rt.hub.publish(event)
+                self.rt.metrics.outcomes.labels(event["payload"]["state"]).inc()
             for row in rows:
-                reply = replies.get(row["recipient"]) or Reply(451, "4.3.0 no reply recorded")
-                if reply.ok:
-                    state, next_at = "delivered", None
-                elif reply.permanent:
-                    state, next_at = "bounced", None
-                else:
-                    next_at = self._next_attempt(row)
-                    state = "deferred" if next_at is not None else "bounced"
-                    if next_at is None:
-                        reply = Reply(reply.code, f"{reply.text} (gave up: the message expired in the queue)")
-                queue.record_attempt(conn, row, outcome=state, mx_host=hop.host if hop else None,
-                                     ip=hop.ip if hop else None, tls=tls, code=reply.code, response=reply.text)
-                queue.set_state(conn, row["id"], state, next_attempt_at=next_at, code=reply.code,
-                                error=None if reply.ok else str(reply), count_attempt=True)
-                if state == "bounced":
-                    bounced.append({"row": row, "reply": reply, "hop": hop})
-                events.append(messages.add_event(conn, f"message.{state}", row["mailbox_id"], {
-                    "outbound_id": row["outbound_id"], "recipient": row["recipient"], "state": state,
-                    "rfc822_message_id": row["message_id"], "mx": hop.host if hop else None,
-                    "code": reply.code, "response": reply.text, "tls": tls}))
-            outbound_id = rows[0]["outbound_id"]
-            outbound = queue.refresh_outbound(conn, outbound_id)
-            if outbound and outbound["state"] in queue.FINISHED and outbound["spool"]:
-                conn.execute("UPDATE outbound SET spool = NULL WHERE id = ?", (outbound_id,))
-                return events, outbound["spool"]
-            return events, None
+                log.info("delivery %s to=<%s> via=%s tls=%s: %s", row["id"], row["recipient"],
+                         f"{hop.host}[{hop.ip}]" if hop else "-", tls or "none", replies.get(row["recipient"]))
+            if bounced:
+                await self._bounce(rows[0], bounced)
+            if finished_spool:
+                finished.append(finished_spool)
+        return finished
 
-        events, finished_spool = await self.rt.adb.write(commit)
-        for event in events:
-            self.rt.hub.publish(event)
-            self.rt.metrics.outcomes.labels(event["payload"]["state"]).inc()
+    def _commit_outcome(self, conn: sqlite3.Connection, rows: list[dict], hop: Hop | None,
+                        replies: dict[str, Reply], tls: str | None) -> tuple[list[dict], list[dict], str | None]:
+        """One message's recipients: attempts, states and events; returns the events, the
+        bounced recipients and, when the message is finished, its spool file."""
+        bounced: list[dict] = []
+        events = []
         for row in rows:
-            log.info("delivery %s to=<%s> via=%s tls=%s: %s", row["id"], row["recipient"],
-                     f"{hop.host}[{hop.ip}]" if hop else "-", tls or "none", replies.get(row["recipient"]))
-        if bounced:
-            await self._bounce(rows[0], bounced)
-        return finished_spool
+            reply = replies.get(row["recipient"]) or Reply(451, "4.3.0 no reply recorded")
+            if reply.ok:
+                state, next_at = "delivered", None
+            elif reply.permanent:
+                state, next_at = "bounced", None
+            else:
+                next_at = self._next_attempt(row)
+                state = "deferred" if next_at is not None else "bounced"
+                if next_at is None:
+                    reply = Reply(reply.code, f"{reply.text} (gave up: the message expired in the queue)")
+            queue.record_attempt(conn, row, outcome=state, mx_host=hop.host if hop else None,
+                                 ip=hop.ip if hop else None, tls=tls, code=reply.code, response=reply.text)
+            queue.set_state(conn, row["id"], state, next_attempt_at=next_at, code=reply.code,
+                            error=None if reply.ok else str(reply), count_attempt=True)
+            if state == "bounced":
+                bounced.append({"row": row, "reply": reply, "hop": hop})
+            events.append(messages.add_event(conn, f"message.{state}", row["mailbox_id"], {
+                "outbound_id": row["outbound_id"], "recipient": row["recipient"], "state": state,
+                "rfc822_message_id": row["message_id"], "mx": hop.host if hop else None,
+                "code": reply.code, "response": reply.text, "tls": tls}))
+        outbound_id = rows[0]["outbound_id"]
+        outbound = queue.refresh_outbound(conn, outbound_id)
+        if outbound and outbound["state"] in queue.FINISHED and outbound["spool"]:
+            conn.execute("UPDATE outbound SET spool = NULL WHERE id = ?", (outbound_id,))
+            return events, bounced, outbound["spool"]
+        return events, bounced, None
 
     async def _bounce(self, first: dict, failures: list[dict]) -> None:
         """An RFC 3464 report to the local sender; never for a null sender (RFC 5321 §6.1)."""
