@@ -39,9 +39,7 @@ from .mx import Hop, RouteError, route
 
 log = logging.getLogger(__name__)
 
-BATCH = 500  # due rows the dispatcher looks at, beyond those already in flight
 CHUNK = 20  # messages a lane takes from the queue at a time
-CHUNK_ROWS = 200  # recipient rows read for one chunk, beyond the domain's rows in flight
 # Like Postfix's smtp_connection_reuse_time_limit: a connection is not reused for new
 # chunks after this long, so a long backlog is spread over fresh MX lookups and hosts.
 CONNECTION_REUSE_SECONDS = 300.0
@@ -161,36 +159,41 @@ class QueueRunner:
         if self._total_lanes() >= self.settings.delivery_concurrency:
             return
         async with self._claims:
-            rows = await self.rt.adb.read(queue.due, time.time(), BATCH + len(self.in_flight))
-            by_key: dict[str, list[dict]] = defaultdict(list)
-            for row in rows:
-                if row["id"] not in self.in_flight:
-                    by_key[self._key(row)].append(row)
-            for key, group in by_key.items():
-                # Spread the domain's messages over its free connections, a chunk each,
-                # keeping each message's recipients together; lanes take the rest later.
-                chunks = list(_by_message(group).values())
-                while (chunks and self.lanes[key] < self.settings.delivery_concurrency_per_domain
+            # Which destinations have due mail, oldest first: one short answer however long
+            # the queue, so a big backlog for one domain hides no other domain's mail.
+            counts: dict[str, int] = defaultdict(int)
+            for domain, count in await self.rt.adb.read(queue.due_domains, time.time()):
+                counts["relay" if self.settings.relay_host else domain] += count
+            for key, count in counts.items():
+                # Start lanes while the domain has connections free and unclaimed mail; each
+                # takes a chunk now and the rest later.
+                while (count > self.in_flight_rows[key]
+                       and self.lanes[key] < self.settings.delivery_concurrency_per_domain
                        and self._total_lanes() < self.settings.delivery_concurrency):
-                    lane = [row for message_rows in chunks[:CHUNK] for row in message_rows]
-                    del chunks[:CHUNK]
-                    self._claim(lane)
+                    lane = await self._take(key)
+                    if not lane:
+                        break
                     self.lanes[key] += 1
                     task = asyncio.create_task(self._lane(key, lane))
                     self.tasks.add(task)
                     task.add_done_callback(self.tasks.discard)
+
+    async def _take(self, key: str) -> list[dict]:
+        """Claim up to CHUNK due messages of `key`'s that no lane holds (the caller holds the lock).
+        Rows in flight come first in the read, so reading that many more finds the others."""
+        domain = None if self.settings.relay_host else key
+        rows = await self.rt.adb.read(queue.due, time.time(), self.in_flight_rows[key] + CHUNK, domain)
+        fresh = list(_by_message([r for r in rows if r["id"] not in self.in_flight]).values())[:CHUNK]
+        chunk = [row for message_rows in fresh for row in message_rows]
+        self._claim(chunk)
+        return chunk
 
     async def _next_chunk(self, key: str) -> list[dict]:
         """The lane's next messages: due, for its domain, claimed by no other lane."""
         if self._stopping:
             return []
         async with self._claims:
-            domain = None if self.settings.relay_host else key
-            rows = await self.rt.adb.read(queue.due, time.time(), CHUNK_ROWS + self.in_flight_rows[key], domain)
-            fresh = list(_by_message([r for r in rows if r["id"] not in self.in_flight]).values())[:CHUNK]
-            chunk = [row for message_rows in fresh for row in message_rows]
-            self._claim(chunk)
-            return chunk
+            return await self._take(key)
 
     async def stop(self) -> None:
         self._stopping = True

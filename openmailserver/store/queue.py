@@ -83,11 +83,11 @@ def due(conn: sqlite3.Connection, now: float, limit: int, domain: str | None = N
     return [dict(r) for r in rows]
 
 
-def still_pending(conn: sqlite3.Connection, row_ids: list[str]) -> set[str]:
-    """Which of these recipient rows still wait for an attempt (a read may be stale by now)."""
-    marks = ",".join("?" * len(row_ids))
-    return {r[0] for r in conn.execute(
-        f"SELECT id FROM queue WHERE id IN ({marks}) AND state IN ('queued', 'deferred')", row_ids)}
+def due_domains(conn: sqlite3.Connection, now: float) -> list[tuple[str, int]]:
+    """Each destination domain with due recipient rows and how many, the longest waiting first."""
+    return [(r[0], r[1]) for r in conn.execute(
+        "SELECT domain, COUNT(*) FROM queue WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ? "
+        "GROUP BY domain ORDER BY MIN(next_attempt_at)", (now,))]
 
 
 def next_due_at(conn: sqlite3.Connection) -> float | None:
