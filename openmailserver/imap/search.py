@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import email.utils
 from datetime import date, timezone
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 from ..mime import structure
 from ..store import mailstate
@@ -253,18 +253,24 @@ def run_search(db, folder_id: int, finder: "FileFinder", msgs: list["Msg"], crit
                ) -> tuple[list[int], list[tuple[str, dict]]]:
     """Indexes of the matching messages, and header cache entries learnt on the way."""
     search = _Search(db, folder_id, finder, msgs)
-    items = [_Item(i + 1, m) for i, m in enumerate(msgs)]
-    cost = _cost(criteria)
-    if cost >= 1:
+    items: Iterable[_Item]
+    details, headers = _needs_details(criteria), _uses_headers(criteria)
+    if details or headers:
         # Keys that need no reading first: only messages they do not rule out are loaded.
+        loaded = [_Item(i + 1, m) for i, m in enumerate(msgs)]
         cheap = p.SearchAnd(tuple(k for k in criteria.keys if _cost(k) == 0))
         if cheap.keys:
             prefilter = search.compile(cheap)
-            items = [it for it in items if prefilter(it)]
-        if _needs_details(criteria):
-            search.load_details(items)
-        if _uses_headers(criteria):
-            search.load_headers(items)
+            loaded = [it for it in loaded if prefilter(it)]
+        if details:
+            search.load_details(loaded)
+        if headers:
+            search.load_headers(loaded)
+        items = loaded
+    else:
+        # Nothing to load in bulk: one short-lived item at a time (thousands of live objects
+        # would wake the garbage collector over the whole heap).
+        items = (_Item(i + 1, m) for i, m in enumerate(msgs))
     result = []
     predicate = search.compile(criteria)
     try:
