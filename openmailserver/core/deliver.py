@@ -106,14 +106,20 @@ def _store(rt: Runtime, paths: list[Path], deliveries: list[Delivery], commit: a
         stored.place_error = exc
         return stored
     rt.adb.enqueue(commit, _index_all, [(d, name) for d, (_, name) in zip(deliveries, stored.written)], also)
+    files = [path / name for path, name in stored.written]
+    # The directories are fsynced by other threads while this one fsyncs the files.
+    directories = [rt.dir_sync_pool.submit(maildir.sync_dir, directory)
+                   for directory in {file.parent for file in files}]
     try:
-        files = [path / name for path, name in stored.written]
         for file in files:
             maildir.sync_file(file)
-        for directory in {file.parent for file in files}:
-            maildir.sync_dir(directory)
     except BaseException as exc:  # noqa: BLE001
         stored.sync_error = exc
+    for future in directories:
+        try:
+            future.result()
+        except BaseException as exc:  # noqa: BLE001
+            stored.sync_error = stored.sync_error or exc
     return stored
 
 
