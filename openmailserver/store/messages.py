@@ -153,9 +153,11 @@ def record_message(conn: sqlite3.Connection, *, mailbox_id: str, folder: str, fi
 
 def has_recent(conn: sqlite3.Connection, mailbox_id: str, folder: str, message_id: str, since: str) -> bool:
     """Whether the folder holds a message with this Message-ID indexed since `since`."""
+    # The unary + keeps SQLite on the (mailbox_id, message_id) index: by (mailbox_id,
+    # created_at) it would walk every message of the last day for each delivery.
     return conn.execute(
         "SELECT 1 FROM messages m JOIN folders f ON f.id = m.folder_id WHERE m.mailbox_id = ? AND f.name = ? "
-        "AND m.message_id = ? AND m.created_at >= ? LIMIT 1", (mailbox_id, folder, message_id, since)
+        "AND m.message_id = ? AND +m.created_at >= ? LIMIT 1", (mailbox_id, folder, message_id, since)
     ).fetchone() is not None
 
 

@@ -63,3 +63,25 @@ def test_migration_counts_existing_rows(tmp_path: Path) -> None:
     db = Database(tmp_path / "old.db")  # migrates to the latest version
     assert db.read(_check)["INBOX"] == 3
     db.close()
+
+
+def test_duplicate_check_uses_the_message_id_index(tmp_path: Path) -> None:
+    """`has_recent` runs at every delivery: it must look the Message-ID up, not walk the
+    mailbox's last day of mail (which made ingest slower the more mail had arrived)."""
+    db = Database(tmp_path / "index.db")
+    mailbox = db.write(_mailbox)
+    for n in range(50):
+        db.write(_index, mailbox["id"], "INBOX", n)
+
+    def plan(conn: sqlite3.Connection) -> str:
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        try:
+            assert not messages.has_recent(conn, mailbox["id"], "INBOX", "new@x.test", "2000-01-01T00:00:00Z")
+        finally:
+            conn.set_trace_callback(None)
+        [query] = [s for s in statements if "message_id" in s]
+        return " ".join(str(tuple(row)) for row in conn.execute("EXPLAIN QUERY PLAN " + query))
+
+    assert "messages_msgid" in db.read(plan)
+    db.close()
