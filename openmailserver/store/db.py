@@ -104,22 +104,33 @@ class Database:
             return result
 
     def write_batch(self, jobs: list[tuple[Callable[..., Any], tuple, dict]]) -> list[tuple[bool, Any]]:
-        """Run many writes in one transaction; each result is (ok, value-or-exception)."""
+        """Run many writes in one transaction; each result is (ok, value-or-exception).
+
+        Each job runs in its own savepoint, so one that fails leaves the others' work;
+        a job alone in its transaction needs none (its failure rolls everything back).
+        """
         results: list[tuple[bool, Any]] = []
+        savepoints = len(jobs) > 1
         with self._write_lock:
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for fn, args, kwargs in jobs:
-                    conn.execute("SAVEPOINT job")
+                    if savepoints:
+                        conn.execute("SAVEPOINT job")
                     try:
                         value = fn(conn, *args, **kwargs)
                     except Exception as exc:  # noqa: BLE001 - handed back to the caller
-                        conn.execute("ROLLBACK TO job")
-                        conn.execute("RELEASE job")
+                        if savepoints:
+                            conn.execute("ROLLBACK TO job")
+                            conn.execute("RELEASE job")
+                        else:
+                            conn.execute("ROLLBACK")
+                            return [(False, exc)]
                         results.append((False, exc))
                     else:
-                        conn.execute("RELEASE job")
+                        if savepoints:
+                            conn.execute("RELEASE job")
                         results.append((True, value))
                 conn.execute("COMMIT")
             except BaseException:
