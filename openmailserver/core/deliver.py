@@ -62,7 +62,7 @@ def _index_all(conn: sqlite3.Connection, items: list[tuple[Delivery, str]],
             conn, mailbox_id=d.mailbox["id"], folder=d.folder, filename=filename, size=len(d.data),
             meta=d.meta, flags=" ".join(sorted(d.flags)), direction=d.direction, event_type=d.event_type)
         if d.imap_cache is not None:
-            mailstate.cache_put(conn, [(row["id"], {"header": d.imap_cache[0], "envelope": d.imap_cache[1]})])
+            mailstate.cache_new(conn, row["id"], *d.imap_cache)
         rows.append(row)
     if also is not None:
         also(conn, rows)

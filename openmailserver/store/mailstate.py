@@ -564,6 +564,12 @@ def cache_sources(conn: sqlite3.Connection, ids: list[str]) -> list[tuple[str, s
     return out
 
 
+def cache_new(conn: sqlite3.Connection, message_id: str, header: bytes, envelope: bytes) -> None:
+    """The header and ENVELOPE cache of a message indexed in this transaction."""
+    conn.execute("INSERT INTO message_cache (message_id, header, envelope) VALUES (?, ?, ?)",
+                 (message_id, header, envelope))
+
+
 def cache_put(conn: sqlite3.Connection, entries: list[tuple[str, dict[str, bytes]]]) -> None:
     """Store computed values; rows of messages expunged meanwhile are skipped."""
     for message_id, values in entries:
