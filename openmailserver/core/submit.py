@@ -71,7 +71,7 @@ def check_sender(allowed: set[str], address: str) -> None:
 
 def check_rate(conn: sqlite3.Connection, mailbox_id: str, limit: int) -> None:
     now = datetime.now(timezone.utc)
-    count, oldest = queue.sends_since(conn, mailbox_id, iso(now - timedelta(hours=1)))
+    count, oldest = queue.sends_since(conn, mailbox_id, iso(now - timedelta(hours=1)), limit)
     if count >= limit:
         oldest_at = datetime.fromisoformat(oldest.replace("Z", "+00:00")) if oldest else now
         retry = max(1, int((oldest_at + timedelta(hours=1) - now).total_seconds()) + 1)

@@ -26,15 +26,16 @@ from .session import Handler, Limits, Reply, Session, data_problem
 log = logging.getLogger(__name__)
 
 
-def _may_send(conn: sqlite3.Connection, mailbox_id: str, sender: str, limit: int) -> Optional[str]:
-    """The refusal for MAIL FROM:<sender> of an authenticated mailbox, or None (one read)."""
+def _may_send(conn: sqlite3.Connection, mailbox_id: str, sender: str, limit: int) -> tuple[Optional[str], dict]:
+    """The refusal for MAIL FROM:<sender> of an authenticated mailbox, or None, and the
+    mailbox row (one read)."""
     mailbox = accounts.get_mailbox_by_id(conn, mailbox_id)
     if mailbox is None or not mailbox["active"]:
-        return "550 5.7.1 Mailbox disabled"
+        return "550 5.7.1 Mailbox disabled", {}
     if not may_send_as(conn, mailbox, sender):
-        return sender_denied(sender or "<>").smtp_reply()
+        return sender_denied(sender or "<>").smtp_reply(), mailbox
     check_rate(conn, mailbox["id"], limit)
-    return None
+    return None, mailbox
 
 
 class SubmissionHandler(Handler):
@@ -65,8 +66,9 @@ class SubmissionHandler(Handler):
     # -- MAIL / RCPT / DATA --------------------------------------------------------
 
     async def mail(self, session: Session, address: str) -> str:
-        refusal = await self.rt.adb.read(_may_send, session.authenticated, address,
-                                         self.rt.settings.max_sends_per_hour)
+        refusal, mailbox = await self.rt.adb.read(_may_send, session.authenticated, address,
+                                                  self.rt.settings.max_sends_per_hour)
+        session.txn["mailbox"] = mailbox  # for DATA, a few round trips later
         return refusal or "250 2.1.0 OK"
 
     def rcpt(self, session: Session, address: str) -> Reply:
@@ -88,9 +90,7 @@ class SubmissionHandler(Handler):
         return data_problem(raw) or self._submit(session, raw)
 
     async def _submit(self, session: Session, raw: bytes) -> str:
-        mailbox = await self.rt.adb.read(accounts.get_mailbox_by_id, session.authenticated)
-        if mailbox is None:
-            return "550 5.7.1 Mailbox disabled"
+        mailbox = session.txn["mailbox"]
         client = f"smtp {session.helo or 'unknown'} ([{session.peer_ip}])"
         result = await submit(self.rt, mailbox=mailbox, envelope_from=session.mail_from or "",
                               to=list(session.rcpts), raw=raw, client=client)

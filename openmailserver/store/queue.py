@@ -59,11 +59,14 @@ def list_outbound(conn: sqlite3.Connection, mailbox_id: str | None = None, limit
     return [_outbound(r) for r in rows]  # type: ignore[misc]
 
 
-def sends_since(conn: sqlite3.Connection, mailbox_id: str, since: str) -> tuple[int, str | None]:
-    """How many messages the mailbox submitted since `since`, and the oldest of them."""
-    row = conn.execute("SELECT COUNT(*), MIN(created_at) FROM outbound WHERE mailbox_id = ? AND created_at >= ?",
-                       (mailbox_id, since)).fetchone()
-    return row[0], row[1]
+def sends_since(conn: sqlite3.Connection, mailbox_id: str, since: str, cap: int) -> tuple[int, str | None]:
+    """How many messages the mailbox submitted since `since` (counted up to `cap`: a rate
+    check needs no more), and the oldest of them."""
+    count = conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM outbound WHERE mailbox_id = ? AND created_at >= ? "
+                         "LIMIT ?)", (mailbox_id, since, cap)).fetchone()[0]
+    oldest = conn.execute("SELECT MIN(created_at) FROM outbound WHERE mailbox_id = ? AND created_at >= ?",
+                          (mailbox_id, since)).fetchone()[0]
+    return count, oldest
 
 
 _QUEUE_COLUMNS = ("q.*, o.queue_id, o.sender, o.message_id, o.spool, o.mailbox_id, o.subject, "
