@@ -336,3 +336,31 @@ def test_imap_cache_written_at_delivery_matches_each_stored_copy(mx):
         assert header == structure.split_header(stored)[0]
         assert f"Delivered-To: {address}".encode() in header
         assert envelope == structure.envelope_bytes(header)
+
+
+def test_commands_pipelined_after_starttls_are_discarded(mx):
+    """RFC 3207 §4.2 (the STARTTLS command-injection flaw, CVE-2011-0411): what a client sent
+    in clear after STARTTLS must not be executed inside the TLS session; and the client must
+    say EHLO again there."""
+    import ssl
+
+    s = RawSMTP(mx.smtp_port)
+    s.cmd("EHLO client.test")
+    s.send(b"STARTTLS\r\nMAIL FROM:<injected@remote.test>\r\n")
+    assert s.reply().startswith("220")
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    tls = context.wrap_socket(s.sock, server_hostname="mx.a.test")
+    tls.settimeout(10)
+    tls.sendall(b"NOOP\r\n")
+    assert tls.recv(1000).startswith(b"250 2.0.0")  # no reply to the injected MAIL came first
+    tls.sendall(b"MAIL FROM:<x@remote.test>\r\n")
+    assert tls.recv(1000).startswith(b"503")  # EHLO first: the session started over
+    tls.sendall(b"EHLO client.test\r\n")
+    ehlo = b""
+    while not ehlo.endswith(b"250 HELP\r\n"):
+        ehlo += tls.recv(1000)
+    assert b"STARTTLS" not in ehlo
+    tls.sendall(b"MAIL FROM:<x@remote.test>\r\n")
+    assert tls.recv(1000).startswith(b"250 2.1.0")
+    tls.close()
