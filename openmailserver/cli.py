@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -490,18 +490,24 @@ def _records_table(view: dict) -> Table:
     return table
 
 
+def _show_domain(fetch: Callable[[Any, str], dict], name: str, config: Optional[str], dev: bool,
+                 set_: Optional[list[str]], as_json: bool) -> None:
+    """`fetch(db, name)` (add or get) and show the domain's records."""
+    settings = _settings(config, dev, set_)
+    try:
+        view = _domain_view(settings, fetch(_db(settings), name))
+    except MailError as exc:
+        _fail(exc, as_json)
+    _emit(view, as_json, _records_table(view))
+
+
 @domain_app.command("add")
 def domain_add(name: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
                as_json: JsonOpt = False) -> None:
     """Host a domain: creates its DKIM key and shows the records to publish."""
     from .core import domains
 
-    settings = _settings(config, dev, set_)
-    try:
-        view = _domain_view(settings, domains.add(_db(settings), name))
-    except MailError as exc:
-        _fail(exc, as_json)
-    _emit(view, as_json, _records_table(view))
+    _show_domain(domains.add, name, config, dev, set_, as_json)
 
 
 @domain_app.command("list")
@@ -523,12 +529,7 @@ def domain_show(name: str, config: ConfigOpt = None, dev: DevOpt = False, set_: 
     """A domain's records and the result of their last check."""
     from .core import domains
 
-    settings = _settings(config, dev, set_)
-    try:
-        view = _domain_view(settings, domains.get(_db(settings), name))
-    except MailError as exc:
-        _fail(exc, as_json)
-    _emit(view, as_json, _records_table(view))
+    _show_domain(domains.get, name, config, dev, set_, as_json)
 
 
 @domain_app.command("verify")

@@ -22,7 +22,7 @@ from .. import mime
 from ..address import Address, parse_address
 from ..delivery import dkim
 from ..errors import MailError
-from ..mime.compose import missing_id_and_date, trace_header
+from ..mime.compose import missing_id_and_date, trace_date, trace_header
 from ..runtime import Runtime
 from ..store import accounts, messages, queue, spool
 from ..util import iso, new_id
@@ -163,7 +163,7 @@ def _prepare(rt: Runtime, mailbox: dict[str, Any], envelope_from: str, parsed: l
         signed = dkim.sign(raw, domain["name"], domain["dkim_selector"], domain["dkim_private_key"]) + raw
     received = trace_header("Received", f"from {client} by {settings.mail_host} (openmailserver) with "
                             f"{'ESMTPSA' if client.startswith('smtp') else 'HTTPS'} id {queue_id}; "
-                            f"{email.utils.format_datetime(email.utils.localtime())}")
+                            f"{trace_date()}")
     message = received + signed
     spool_path = spool.write(settings.data_dir, outbound_id, message) if remote else None
     return _Prepared(message, meta, local, remote, spool_path)

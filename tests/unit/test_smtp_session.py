@@ -4,6 +4,7 @@ fed in arbitrary pieces (pipelined commands, DATA ends split anywhere, dot-stuff
 from __future__ import annotations
 
 import asyncio
+import base64
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -33,6 +34,7 @@ class _Transport:
     def __init__(self) -> None:
         self.written = bytearray()
         self.closed = False
+        self.paused: list[bool] = []  # every pause_reading (True) and resume_reading (False)
 
     def write(self, data: bytes) -> None:
         self.written += data
@@ -47,10 +49,10 @@ class _Transport:
         return ("127.0.0.1", 12345) if name == "peername" else default
 
     def pause_reading(self) -> None:
-        pass
+        self.paused.append(True)
 
     def resume_reading(self) -> None:
-        pass
+        self.paused.append(False)
 
 
 class _Recorder(Handler):
@@ -88,11 +90,13 @@ def _dialogue() -> bytes:
     return b"".join(out)
 
 
-def _run(pieces: list[bytes], wait: bool) -> tuple[bytes, list]:
-    async def go():
-        handler = _Recorder(wait)
-        session = Session(handler, limits=Limits(10, 10), hostname="mx.test", size_limit=10_000, timeout=60)
-        transport = _Transport()
+def _drive(handler: Handler, pieces: list[bytes], transport: _Transport | None = None, **options) -> bytes:
+    """Feed `pieces` to a session over a stand-in transport; everything it wrote."""
+    transport = transport or _Transport()
+
+    async def go() -> bytes:
+        session = Session(handler, limits=Limits(10, 10), hostname="mx.test", size_limit=10_000, timeout=60,
+                          **options)
         session.connection_made(transport)
         for piece in pieces:
             session.data_received(piece)
@@ -101,9 +105,14 @@ def _run(pieces: list[bytes], wait: bool) -> tuple[bytes, list]:
         for _ in range(50):
             await asyncio.sleep(0)
         session.connection_lost(None)
-        return bytes(transport.written), handler.messages
+        return bytes(transport.written)
 
     return asyncio.run(go())
+
+
+def _run(pieces: list[bytes], wait: bool) -> tuple[bytes, list]:
+    handler = _Recorder(wait)
+    return _drive(handler, pieces), handler.messages
 
 
 @settings(max_examples=60, deadline=None)
@@ -130,3 +139,103 @@ def test_oversized_data_is_refused_after_its_end_and_the_session_goes_on() -> No
     big = b"MAIL FROM:<s@x.test>\r\nRCPT TO:<a@y.test>\r\nDATA\r\n" + (b"y" * 998 + b"\r\n") * 20 + b".\r\n"
     replies, messages = _run([b"EHLO c\r\n", big, b"NOOP\r\n"], False)
     assert b"552 5.3.4" in replies and replies.endswith(b"250 2.0.0 OK\r\n") and messages == []
+
+
+class _Submission(_Recorder):
+    """AUTH offered and required, as on the submission ports; the password is "right"."""
+
+    auth = True
+    auth_required = True
+
+    def __init__(self) -> None:
+        super().__init__(wait=True)
+        self.logins: list[tuple[str, str]] = []
+
+    async def authenticate(self, session: Session, username: str, password: str) -> str:
+        self.logins.append((username, password))
+        if password != "right":
+            return "535 5.7.8 Authentication credentials invalid"
+        session.authenticated = username
+        return "235 2.7.0 Authentication successful"
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64encode(text.encode())
+
+
+def _replies(written: bytes) -> list[bytes]:
+    return [line for line in written.split(b"\r\n") if line and line[3:4] != b"-"]
+
+
+def test_auth_plain_and_login_in_every_form() -> None:
+    handler = _Submission()
+    dialogue = [
+        b"EHLO c\r\n",
+        b"MAIL FROM:<u@x.test>\r\n",  # 530: not yet authenticated
+        b"AUTH PLAIN " + _b64("\0u@x.test\0wrong") + b"\r\n",  # 535
+        b"AUTH PLAIN\r\n", b"*\r\n",  # 334, then cancelled
+        b"AUTH PLAIN\r\n", b"not base64!\r\n",  # 334, then undecodable
+        b"AUTH CRAM-MD5\r\n",  # 504
+        b"AUTH LOGIN\r\n", _b64("u@x.test") + b"\r\n", _b64("right") + b"\r\n",  # 334 334 235
+        b"AUTH PLAIN " + _b64("\0u@x.test\0right") + b"\r\n",  # 503: already
+        b"MAIL FROM:<u@x.test>\r\n",
+    ]
+    replies = _replies(_drive(handler, dialogue, implicit_tls=True))
+    codes = [r[:3] for r in replies]
+    assert codes == [b"220", b"250", b"530", b"535", b"334", b"501", b"334", b"501", b"504", b"334", b"334",
+                     b"235", b"503", b"250"], replies
+    assert b"AUTH PLAIN LOGIN" in _drive(_Submission(), [b"EHLO c\r\n"], implicit_tls=True)
+    assert handler.logins == [("u@x.test", "wrong"), ("u@x.test", "right")]
+
+
+def test_auth_login_with_initial_username_and_empty_plain_response() -> None:
+    handler = _Submission()
+    replies = _replies(_drive(handler, [b"EHLO c\r\n", b"AUTH PLAIN =\r\n",
+                                        b"AUTH LOGIN " + _b64("u@x.test") + b"\r\n", _b64("right") + b"\r\n"],
+                              implicit_tls=True))
+    assert [r[:3] for r in replies] == [b"220", b"250", b"501", b"334", b"235"], replies
+    assert handler.logins == [("u@x.test", "right")]
+
+
+def test_no_auth_before_tls_and_none_on_the_mx() -> None:
+    before_tls = _replies(_drive(_Submission(), [b"EHLO c\r\n", b"AUTH PLAIN " + _b64("\0u\0right") + b"\r\n"]))
+    assert before_tls[-1].startswith(b"530 5.7.0")
+    mx = _replies(_drive(_Recorder(False), [b"EHLO c\r\n", b"AUTH PLAIN " + _b64("\0u\0right") + b"\r\n"],
+                         implicit_tls=True))
+    assert mx[-1].startswith(b"502 5.5.1")
+
+
+class _Slow(_Recorder):
+    """RCPT waits until released, so pipelined input piles up meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__(wait=True)
+        self.release = asyncio.Event()
+
+    def rcpt(self, session: Session, address: str):
+        return self._held()
+
+    async def _held(self) -> str:
+        await self.release.wait()
+        return "250 2.1.5 OK"
+
+
+def test_reading_pauses_while_a_command_waits_on_a_flood_and_resumes_after() -> None:
+    async def go() -> tuple[_Transport, bytes]:
+        handler, transport = _Slow(), _Transport()
+        session = Session(handler, limits=Limits(10, 10), hostname="mx.test", size_limit=10_000, timeout=60)
+        session.connection_made(transport)
+        session.data_received(b"EHLO c\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@y.test>\r\n")
+        flood = b"NOOP\r\n" * 50_000  # 300 KB pipelined behind the waiting RCPT
+        for start in range(0, len(flood), 65536):
+            session.data_received(flood[start:start + 65536])
+        assert transport.paused == [True]
+        handler.release.set()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        session.connection_lost(None)
+        return transport, bytes(transport.written)
+
+    transport, written = asyncio.run(go())
+    assert transport.paused == [True, False]
+    assert written.count(b"250 2.0.0 OK\r\n") == 50_000
