@@ -24,7 +24,10 @@ class Runtime:
         self.adb = AsyncDatabase(db)
         # fsyncs, password hashing, DKIM/RSA and header parsing run here, off the loop.
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="work")
-        # Directory fsyncs that a `pool` job starts and waits for (a pool job waiting on its own
+        # Message files being written and fsynced (`core.deliver`). The index writer waits for
+        # their placement, so they never queue behind `pool` work that may wait on the database.
+        self.store_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="store")
+        # Directory fsyncs that a `store_pool` job starts and waits for (a job waiting on its own
         # pool could deadlock it); they wait on nothing themselves.
         self.dir_sync_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync-dir")
         self.listeners: dict[str, tuple[str, int]] = {}
@@ -52,5 +55,6 @@ class Runtime:
     def close(self) -> None:
         self.adb.close()
         self.pool.shutdown(wait=True)
+        self.store_pool.shutdown(wait=True)
         self.dir_sync_pool.shutdown(wait=True)
         self.db.close()

@@ -103,6 +103,26 @@ def check_url(rt: Runtime, url: Any) -> str:
     return url
 
 
+async def _logged_event_or_tick(wake: asyncio.Queue, tick: float = 1.0) -> None:
+    """Wait until an event that is in the log arrives (one wake for all that are queued)
+    or `tick` seconds pass (retries come due). Live-only changes (`durable=False`, an
+    IMAP flag update or APPEND) make no webhook deliveries, so they wake nothing."""
+    deadline = asyncio.get_running_loop().time() + tick
+    while True:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return
+        try:
+            event = await asyncio.wait_for(wake.get(), timeout=remaining)
+        except asyncio.TimeoutError:
+            return
+        logged = event.get("durable", True)
+        while not wake.empty():
+            logged = wake.get_nowait().get("durable", True) or logged
+        if logged:
+            return
+
+
 class Dispatcher:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -127,10 +147,7 @@ class Dispatcher:
                             task.add_done_callback(self.tasks.discard)
                 except Exception:  # noqa: BLE001 - the dispatcher must survive anything
                     log.exception("webhook dispatch failed")
-                try:
-                    await asyncio.wait_for(wake.get(), timeout=1.0)
-                except asyncio.TimeoutError:
-                    pass
+                await _logged_event_or_tick(wake)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -9,6 +9,7 @@ so the sender's retry cannot produce a duplicate.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import sqlite3
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class Delivery:
     # The IMAP cache of the stored file, when the caller has it at hand: its header block
     # and its ENVELOPE (indexed with the message, so nothing reads the file back for it).
     imap_cache: tuple[bytes, bytes] | None = None
+    internal_date: str | None = None  # ISO 8601; None: now (an IMAP APPEND can name one)
 
 
 DEDUPE_WINDOW = timedelta(hours=24)
@@ -50,22 +52,25 @@ def _folder_path(rt: Runtime, d: Delivery):
 
 
 def _index_all(conn: sqlite3.Connection, items: list[tuple[Delivery, str]],
-               also: Callable[[sqlite3.Connection, list[dict]], Any] | None) -> list[dict]:
-    since = iso(utcnow() - DEDUPE_WINDOW)
+               also: Callable[[sqlite3.Connection, list[dict]], Any] | None,
+               placed: concurrent.futures.Future) -> list[dict]:
     rows = []
     for d, filename in items:
         if d.dedupe and d.meta.get("message_id") and messages.has_recent(
-                conn, d.mailbox["id"], d.folder, d.meta["message_id"], since):
+                conn, d.mailbox["id"], d.folder, d.meta["message_id"], iso(utcnow() - DEDUPE_WINDOW)):
             rows.append({"duplicate": True, "filename": filename})
             continue
         row = messages.record_message(
             conn, mailbox_id=d.mailbox["id"], folder=d.folder, filename=filename, size=len(d.data),
-            meta=d.meta, flags=" ".join(sorted(d.flags)), direction=d.direction, event_type=d.event_type)
+            meta=d.meta, flags=" ".join(sorted(d.flags)), direction=d.direction, event_type=d.event_type,
+            internal_date=d.internal_date)
         if d.imap_cache is not None:
             mailstate.cache_new(conn, row["id"], *d.imap_cache)
         rows.append(row)
     if also is not None:
         also(conn, rows)
+    # Readers may see these rows once they commit: the files must be in place by then.
+    placed.result()
     return rows
 
 
@@ -93,19 +98,21 @@ class _Stored:
     sync_error: BaseException | None = None
 
 
-def _store(rt: Runtime, paths: list[Path], deliveries: list[Delivery], commit: asyncio.Future,
-           also: Callable[[sqlite3.Connection, list[dict]], Any] | None) -> _Stored:
-    """In one executor job: write and rename every file, hand their indexing to the writer
-    thread (`commit` settles with its outcome), then fsync the files and their directories
-    while the index commits (`store.maildir` says why that order is safe)."""
+def _store(rt: Runtime, targets: list[tuple[Path, str]], deliveries: list[Delivery],
+           placed: concurrent.futures.Future) -> _Stored:
+    """In one `store_pool` job: write and rename every file, tell the index writer (`placed`),
+    then fsync the files and their directories while the index commits (`store.maildir`
+    says why that order is safe)."""
     stored = _Stored()
     try:
-        for path, d in zip(paths, deliveries):
-            stored.written.append((path, maildir.place(path, d.data, d.flags or None)))
+        for (path, name), d in zip(targets, deliveries):
+            maildir.place(path, d.data, name)
+            stored.written.append((path, name))
     except BaseException as exc:  # noqa: BLE001 - reported to the event loop, which cleans up
         stored.place_error = exc
+        placed.set_exception(exc)
         return stored
-    rt.adb.enqueue(commit, _index_all, [(d, name) for d, (_, name) in zip(deliveries, stored.written)], also)
+    placed.set_result(None)
     files = [path / name for path, name in stored.written]
     # The directories are fsynced by other threads while this one fsyncs the files.
     directories = [rt.dir_sync_pool.submit(maildir.sync_dir, directory)
@@ -125,26 +132,29 @@ def _store(rt: Runtime, paths: list[Path], deliveries: list[Delivery], commit: a
 
 async def _deliver(rt: Runtime, deliveries: list[Delivery],
                    also: Callable[[sqlite3.Connection, list[dict]], Any] | None) -> list[dict]:
-    paths = [_folder_path(rt, d) for d in deliveries]
-    commit: asyncio.Future = asyncio.get_running_loop().create_future()
-    stored = await rt.run(_store, rt, paths, deliveries, commit, also)
-    failure = stored.place_error
-    if failure is None:
-        try:
-            rows = await commit
-        except Exception as exc:  # noqa: BLE001 - cleaned up below, then re-raised
-            failure = storage_full() if storage_exhausted(exc) else exc
-        else:
-            failure = stored.sync_error
-            if failure is None:
-                for (path, _), row in zip(stored.written, rows):
-                    if "event" in row:
-                        rt.hub.publish(row["event"])
-                    if row.get("duplicate"):
-                        await rt.run(maildir.remove_file, path, row["filename"])
-                return rows
-            log.error("fsync failed after the index commit; undoing the delivery: %s", failure)
-            await rt.adb.write(messages.drop_message_rows, [row["id"] for row in rows if "id" in row])
+    targets = [(_folder_path(rt, d), maildir.new_name(len(d.data), d.flags or None)) for d in deliveries]
+    loop = asyncio.get_running_loop()
+    # The writer indexes the messages while their files are written; it commits once they
+    # are in place, and the fsyncs of files, directories and index run at the same time.
+    placed: concurrent.futures.Future = concurrent.futures.Future()
+    commit: asyncio.Future = loop.create_future()
+    rt.adb.enqueue(commit, _index_all, [(d, name) for d, (_, name) in zip(deliveries, targets)], also, placed)
+    stored = await loop.run_in_executor(rt.store_pool, _store, rt, targets, deliveries, placed)
+    try:
+        rows = await commit  # fails when placing a file failed, too
+    except Exception as exc:  # noqa: BLE001 - cleaned up below, then re-raised
+        failure = stored.place_error or (storage_full() if storage_exhausted(exc) else exc)
+    else:
+        failure = stored.sync_error
+        if failure is None:
+            for (path, _), row in zip(stored.written, rows):
+                if "event" in row:
+                    rt.hub.publish(row["event"])
+                if row.get("duplicate"):
+                    await rt.run(maildir.remove_file, path, row["filename"])
+            return rows
+        log.error("fsync failed after the index commit; undoing the delivery: %s", failure)
+        await rt.adb.write(messages.drop_message_rows, [row["id"] for row in rows if "id" in row])
     for path, filename in stored.written:
         await rt.run(maildir.remove_file, path, filename)
     if isinstance(failure, MailError):

@@ -282,6 +282,7 @@ class Session:
         self.state = "nonauth"  # nonauth -> auth <-> selected -> logout
         self.mailbox: Optional[dict[str, Any]] = None  # the logged-in mailbox row
         self.selected: Optional[Selected] = None
+        self.append_folders: dict[str, dict[str, Any]] = {}  # APPEND targets by name, as last read
         self.commands = p.CommandReader(
             max_literal_size=max(self.rt.settings.message_size_limit, MAX_COMMAND_LITERAL))
         self.out: list[bytes] = []  # pending output chunks, written with one writelines()
@@ -884,48 +885,66 @@ class Session:
     async def cmd_append(self, cmd: p.Command) -> str:
         args: p.AppendArgs = cmd.args  # type: ignore[assignment]
         assert self.mailbox is not None
-        # The folder and quota are read while the message is parsed.
-        target = asyncio.ensure_future(self.rt.adb.read(_append_target, self.mailbox["id"], args.mailbox))
         if not args.message:
-            prepared = None
-        elif len(args.message) <= INLINE_PREPARE:
+            return "NO Empty messages are not accepted"
+        if len(args.message) <= INLINE_PREPARE:
             prepared = _prepare_append(args.message)
         else:
             prepared = await self.rt.run(_prepare_append, args.message)
-        folder, mailbox = await target
+        # A folder row this session already read is used as it is: the delivery transaction
+        # checks that the name still leads to that folder. If anything fails with the row
+        # from before, the folder is read again and the APPEND tried once more.
+        has_keywords = any(not f.startswith("\\") for f in args.flags)
+        folder = None if has_keywords else self.append_folders.get(args.mailbox)
+        if folder is not None:
+            try:
+                return await self.append_to(folder, args, prepared)
+            except MailError:  # renamed, deleted or re-created meanwhile
+                self.append_folders.pop(args.mailbox, None)
+        folder = await self.rt.adb.read(get_folder, self.mailbox["id"], args.mailbox)
         if folder is None:
             return "NO [TRYCREATE] Mailbox does not exist"
-        if prepared is None:
-            return "NO Empty messages are not accepted"
-        if mailbox is None:
-            return "NO [UNAVAILABLE] Mailbox is gone"
-        quota = mailbox["quota_bytes"]
-        if quota and mailbox["used_bytes"] + len(args.message) > quota:
-            return "NO [OVERQUOTA] Quota exceeded"
+        if len(self.append_folders) >= 64:
+            self.append_folders.clear()
+        self.append_folders[args.mailbox] = folder
+        return await self.append_to(folder, args, prepared)
+
+    async def append_to(self, folder: dict[str, Any], args: p.AppendArgs,
+                        prepared: tuple[bytes, dict[str, Any], tuple[bytes, bytes]]) -> str:
+        assert self.mailbox is not None
         data, meta, cache = prepared
-        # Keywords are case-insensitive: keep the spelling the folder already uses.
+        # Keywords are case-insensitive: keep the spelling the folder already uses (the row
+        # was read for this APPEND when it names keywords).
         known = {k.lower(): k for k in mailstate.split_flags(folder.get("keywords", ""))}
         flags = {f if f.startswith("\\") else known.get(f.lower(), f) for f in args.flags}
         keywords = [f for f in flags if not f.startswith("\\")]
-        when = iso(args.internal_date) if args.internal_date else None
-        delivery = Delivery(mailbox=mailbox, data=data, meta=meta, folder=folder["name"], flags=flags,
+        delivery = Delivery(mailbox=self.mailbox, data=data, meta=meta, folder=folder["name"], flags=flags,
                             direction="outbound" if folder["special_use"] in ("\\Sent", "\\Drafts") else "inbound",
-                            event_type=None, imap_cache=cache)
+                            event_type=None, imap_cache=cache,
+                            internal_date=iso(args.internal_date) if args.internal_date else None)
         selected = self.selected if self.selected is not None and self.selected.folder["id"] == folder["id"] \
             else None
         since = selected.known_modseq if selected is not None else None
         changes: list[dict] = []
 
         def finish(conn, rows: list[dict]) -> None:
-            mailstate.after_append(conn, rows, when, keywords)
+            if rows[0]["folder_id"] != folder["id"]:
+                raise _StaleFolder()
+            if store_accounts.over_quota(conn, self.mailbox["id"]):  # counting this message
+                raise _OverQuota()
+            if keywords:
+                mailstate.add_keywords(conn, folder["id"], keywords)
             if since is not None:  # what the selected view must learn, read in the same transaction
                 changes.append(mailstate.changes_since(conn, folder["id"], since))
 
-        rows = await deliver(self.rt, [delivery], finish)
+        try:
+            rows = await deliver(self.rt, [delivery], finish)
+        except _OverQuota:
+            return "NO [OVERQUOTA] Quota exceeded"
         self.publish(folder)
         if selected is not None and selected is self.selected:
             selected.prefetched = changes[0]
-        return f"OK [APPENDUID {folder['uidvalidity']} {rows[0]['uid']}] Append completed"
+        return f"OK [APPENDUID {rows[0]['uidvalidity']} {rows[0]['uid']}] Append completed"
 
     async def cmd_idle(self, cmd: p.Command) -> str:
         """RFC 2177: report changes as they happen until the client says DONE."""
@@ -1006,9 +1025,16 @@ def _remove_tree(path) -> None:
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
-def _append_target(conn, mailbox_id: str, name: str) -> tuple[Optional[dict], Optional[dict]]:
-    """The folder an APPEND goes to and the mailbox row (for its quota), in one read."""
-    return get_folder(conn, mailbox_id, name), store_accounts.get_mailbox_by_id(conn, mailbox_id)
+class _StaleFolder(MailError):
+    """The folder row an APPEND used no longer matches its name (renamed, deleted or re-created)."""
+
+    def __init__(self) -> None:
+        super().__init__("folder_changed", "The mailbox changed meanwhile", http_status=409, smtp=(451, "4.3.0"))
+
+
+class _OverQuota(MailError):
+    def __init__(self) -> None:
+        super().__init__("over_quota", "Quota exceeded", http_status=507, smtp=(452, "4.2.2"))
 
 
 def _prepare_append(message: bytes) -> tuple[bytes, dict[str, Any], tuple[bytes, bytes]]:

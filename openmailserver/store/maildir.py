@@ -107,18 +107,20 @@ def _fsync_path(path: Path, mode: int) -> None:
         raise
 
 
-def place(folder_path: Path, data: bytes, flags: set[str] | None = None) -> str:
-    """Write one message file and rename it into place, not yet fsynced (`sync_file` on
-    it and `sync_dir` on its directory do that); returns its name relative to the folder
-    directory.
+def new_name(size: int, flags: set[str] | None = None) -> str:
+    """The name, relative to the folder directory, that `place` gives a new message file.
 
     Without flags the file goes to `new/`; with flags straight to `cur/` with
     its info suffix (as an APPEND with flags or a Sent copy).
     """
-    name = unique_name(len(data))
-    target = f"cur/{name}{info_suffix(flags)}" if flags else f"new/{name}"
-    _write_and_rename(folder_path / "tmp" / name, folder_path / target, data, fsync=False)
-    return target
+    name = unique_name(size)
+    return f"cur/{name}{info_suffix(flags)}" if flags else f"new/{name}"
+
+
+def place(folder_path: Path, data: bytes, target: str) -> None:
+    """Write one message file and rename it to `target` (from `new_name`), not yet
+    fsynced (`sync_file` on it and `sync_dir` on its directory do that)."""
+    _write_and_rename(folder_path / "tmp" / base_name(target), folder_path / target, data, fsync=False)
 
 
 def incomplete(path: Path) -> bool:

@@ -532,17 +532,6 @@ def move_messages(conn: sqlite3.Connection, src_folder_id: int, src_path: Path, 
     return {"uidvalidity": dst["uidvalidity"], "pairs": pairs}
 
 
-def after_append(conn: sqlite3.Connection, rows: list[Row], internal_date: Optional[str],
-                 keywords: list[str]) -> None:
-    """Finish an APPEND inside the delivery transaction: the client's date and keywords."""
-    for row in rows:
-        if internal_date:
-            conn.execute("UPDATE messages SET internal_date = ? WHERE id = ?", (internal_date, row["id"]))
-        if keywords:
-            folder = conn.execute("SELECT folder_id FROM messages WHERE id = ?", (row["id"],)).fetchone()
-            add_keywords(conn, folder[0], keywords)
-
-
 # ---- the per-message cache -------------------------------------------------
 
 CACHE_COLUMNS = ("header", "envelope", "body", "bodystructure")

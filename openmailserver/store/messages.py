@@ -7,6 +7,7 @@ import sqlite3
 import time
 from typing import Any
 
+from ..errors import not_found
 from ..util import new_id, now_iso
 
 Row = dict[str, Any]
@@ -119,7 +120,7 @@ def record_message(conn: sqlite3.Connection, *, mailbox_id: str, folder: str, fi
     """
     folder_row = get_folder(conn, mailbox_id, folder)
     if folder_row is None:
-        raise LookupError(f"folder {folder!r} of mailbox {mailbox_id} does not exist")
+        raise not_found(f"folder {folder!r}")
     uid = folder_row["uidnext"]
     modseq = folder_row["highestmodseq"] + 1
     conn.execute("UPDATE folders SET uidnext = ?, highestmodseq = ? WHERE id = ?",
@@ -140,7 +141,8 @@ def record_message(conn: sqlite3.Connection, *, mailbox_id: str, folder: str, fi
          meta.get("authentication_results"), meta.get("spf"), meta.get("dkim"), meta.get("dmarc"), created),
     )
     conn.execute("UPDATE mailboxes SET used_bytes = used_bytes + ? WHERE id = ?", (size, mailbox_id))
-    row = {"id": message_id, "mailbox_id": mailbox_id, "folder": folder, "uid": uid,
+    row = {"id": message_id, "mailbox_id": mailbox_id, "folder": folder, "folder_id": folder_row["id"],
+           "uidvalidity": folder_row["uidvalidity"], "uid": uid,
            "thread_id": thread_id, "filename": filename, "size": size, "created_at": created}
     if event_type:
         row["event"] = add_event(conn, event_type, mailbox_id, {

@@ -560,6 +560,35 @@ def test_append_normalises_line_ends_and_respects_the_quota(server):
     c.logout()
 
 
+def test_append_follows_a_folder_renamed_or_recreated_by_another_session(server, user):
+    """A session that already appended to a folder notices when another session renames,
+    deletes or re-creates it: the APPEND goes to whatever the name means now."""
+    first, second = imap(server, user), imap(server, user)
+    ok(first.create("Projects"))
+    typ, data = first.append("Projects", None, None, message("one"))
+    old_validity = re.match(rb"\[APPENDUID (\d+) 1\]", data[0]).group(1)
+    ok(second.rename("Projects", "Done"))
+    typ, data = first.append("Projects", None, None, message("two"))
+    assert typ == "NO" and data[0].startswith(b"[TRYCREATE]")
+    ok(second.create("Projects"))
+    typ, data = first.append("Projects", "(\\Flagged)", None, message("three"))
+    validity = re.match(rb"\[APPENDUID (\d+) 1\]", data[0]).group(1)
+    assert validity != old_validity
+    assert ok(first.select("Projects")) == [b"1"]
+    assert b"three" in ok(first.fetch("1", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])"))[0][1]
+    assert ok(first.select("Done")) == [b"1"]
+    # Over quota after the folder was cached: refused in the delivery, and no file left behind.
+    with sqlite3.connect(server.data_dir / "openmailserver.db") as db:
+        db.execute("UPDATE mailboxes SET quota_bytes = used_bytes + 100 WHERE address = ?", (user,))
+    typ, data = first.append("Projects", None, None, message("four", "x" * 500))
+    assert typ == "NO" and data[0].startswith(b"[OVERQUOTA]")
+    local = user.split("@")[0]
+    folder = server.data_dir / "mail" / "imap.test" / local / ".Projects"
+    assert len(list((folder / "cur").iterdir()) + list((folder / "new").iterdir())) == 1
+    first.logout()
+    second.logout()
+
+
 def test_garbage_and_abrupt_disconnects_leave_the_daemon_healthy(server, user):
     port = int(server.settings["imap_port"])
     for payload in (b"\x00" * 100, b"* " * 5000 + b"\r\n", b"a APPEND INBOX {100}\r\npartial", b"a IDLE\r\n",
