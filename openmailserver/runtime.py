@@ -27,9 +27,6 @@ class Runtime:
         # Message files being written and fsynced (`core.deliver`). The index writer waits for
         # their placement, so they never queue behind `pool` work that may wait on the database.
         self.store_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="store")
-        # Directory fsyncs that a `store_pool` job starts and waits for (a job waiting on its own
-        # pool could deadlock it); they wait on nothing themselves.
-        self.dir_sync_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync-dir")
         self.listeners: dict[str, tuple[str, int]] = {}
         self.hub = Hub()
         self.auth_throttle = AuthThrottle()
@@ -56,5 +53,4 @@ class Runtime:
         self.adb.close()
         self.pool.shutdown(wait=True)
         self.store_pool.shutdown(wait=True)
-        self.dir_sync_pool.shutdown(wait=True)
         self.db.close()

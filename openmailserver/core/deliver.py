@@ -102,7 +102,8 @@ def _store(rt: Runtime, targets: list[tuple[Path, str]], deliveries: list[Delive
            placed: concurrent.futures.Future) -> _Stored:
     """In one `store_pool` job: write and rename every file, tell the index writer (`placed`),
     then fsync the files and their directories while the index commits (`store.maildir`
-    says why that order is safe)."""
+    says why that order is safe). Other deliveries' jobs run alongside, so the kernel
+    gathers their fsyncs into shared journal commits."""
     stored = _Stored()
     try:
         for (path, name), d in zip(targets, deliveries):
@@ -114,19 +115,13 @@ def _store(rt: Runtime, targets: list[tuple[Path, str]], deliveries: list[Delive
         return stored
     placed.set_result(None)
     files = [path / name for path, name in stored.written]
-    # The directories are fsynced by other threads while this one fsyncs the files.
-    directories = [rt.dir_sync_pool.submit(maildir.sync_dir, directory)
-                   for directory in {file.parent for file in files}]
     try:
         for file in files:
             maildir.sync_file(file)
+        for directory in {file.parent for file in files}:
+            maildir.sync_dir(directory)
     except BaseException as exc:  # noqa: BLE001
         stored.sync_error = exc
-    for future in directories:
-        try:
-            future.result()
-        except BaseException as exc:  # noqa: BLE001
-            stored.sync_error = stored.sync_error or exc
     return stored
 
 

@@ -102,12 +102,6 @@ def get_mailbox_by_id(conn: sqlite3.Connection, mailbox_id: str) -> Row | None:
         "WHERE m.id = ?", (mailbox_id,)))
 
 
-def over_quota(conn: sqlite3.Connection, mailbox_id: str) -> bool:
-    """Whether the mailbox uses more than its quota (0 = unlimited)."""
-    row = conn.execute("SELECT quota_bytes, used_bytes FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
-    return row is not None and bool(row[0]) and row[1] > row[0]
-
-
 def get_password_hash(conn: sqlite3.Connection, address: str) -> Row | None:
     return _one(conn.execute(
         "SELECT id, address, password_hash, active FROM mailboxes WHERE address = ?", (address,)))

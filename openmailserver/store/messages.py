@@ -115,16 +115,17 @@ def record_message(conn: sqlite3.Connection, *, mailbox_id: str, folder: str, fi
                    internal_date: str | None = None, event_type: str | None = "message.received") -> Row:
     """Index a message file that is already durable on disk.
 
-    Allocates the UID and modseq, assigns the thread, charges the quota and
-    appends the event, all in the caller's transaction.
+    Allocates the UID and modseq, assigns the thread, charges the quota (the row's
+    `over_quota` says whether the mailbox now uses more than it may) and appends the
+    event, all in the caller's transaction.
     """
-    folder_row = get_folder(conn, mailbox_id, folder)
-    if folder_row is None:
+    allocated = conn.execute(
+        "UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1 "
+        "WHERE mailbox_id = ? AND name = ? RETURNING id, uidnext - 1, highestmodseq, uidvalidity",
+        (mailbox_id, folder)).fetchone()
+    if allocated is None:
         raise not_found(f"folder {folder!r}")
-    uid = folder_row["uidnext"]
-    modseq = folder_row["highestmodseq"] + 1
-    conn.execute("UPDATE folders SET uidnext = ?, highestmodseq = ? WHERE id = ?",
-                 (uid + 1, modseq, folder_row["id"]))
+    folder_id, uid, modseq, uidvalidity = allocated
     created = now_iso()
     refs = list(meta.get("references") or [])
     thread_id = assign_thread(conn, mailbox_id, meta.get("in_reply_to"), refs, meta.get("subject", ""), created)
@@ -134,16 +135,17 @@ def record_message(conn: sqlite3.Connection, *, mailbox_id: str, folder: str, fi
         "message_id, in_reply_to, refs, subject, from_addr, to_addrs, date_header, thread_id, direction, "
         "envelope_from, subaddress, auth_results, spf, dkim, dmarc, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (message_id, mailbox_id, folder_row["id"], uid, modseq, filename, size, flags,
+        (message_id, mailbox_id, folder_id, uid, modseq, filename, size, flags,
          internal_date or created, meta.get("message_id"), meta.get("in_reply_to"), " ".join(refs),
          meta.get("subject", ""), meta.get("from", ""), meta.get("to", ""), meta.get("date"),
          thread_id, direction, meta.get("envelope_from"), meta.get("subaddress"),
          meta.get("authentication_results"), meta.get("spf"), meta.get("dkim"), meta.get("dmarc"), created),
     )
-    conn.execute("UPDATE mailboxes SET used_bytes = used_bytes + ? WHERE id = ?", (size, mailbox_id))
-    row = {"id": message_id, "mailbox_id": mailbox_id, "folder": folder, "folder_id": folder_row["id"],
-           "uidvalidity": folder_row["uidvalidity"], "uid": uid,
-           "thread_id": thread_id, "filename": filename, "size": size, "created_at": created}
+    quota, used = conn.execute("UPDATE mailboxes SET used_bytes = used_bytes + ? WHERE id = ? "
+                               "RETURNING quota_bytes, used_bytes", (size, mailbox_id)).fetchone()
+    row = {"id": message_id, "mailbox_id": mailbox_id, "folder": folder, "folder_id": folder_id,
+           "uidvalidity": uidvalidity, "uid": uid, "thread_id": thread_id, "filename": filename, "size": size,
+           "created_at": created, "over_quota": bool(quota) and used > quota}
     if event_type:
         row["event"] = add_event(conn, event_type, mailbox_id, {
             "message_id": message_id, "thread_id": thread_id, "folder": folder,
