@@ -24,8 +24,8 @@ class Runtime:
         self.adb = AsyncDatabase(db)
         # fsyncs, password hashing, DKIM/RSA and header parsing run here, off the loop.
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="work")
-        # Message files being written and fsynced (`core.deliver`). The index writer waits for
-        # their placement, so they never queue behind `pool` work that may wait on the database.
+        # Message files being fsynced (`core.deliver`): a pool of their own, so that a delivery's
+        # fsync never queues behind parsing or DNS work, nor that work behind a burst of fsyncs.
         self.store_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="store")
         self.listeners: dict[str, tuple[str, int]] = {}
         self.hub = Hub()

@@ -9,7 +9,6 @@ so the sender's retry cannot produce a duplicate.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import sqlite3
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any, Callable
 from ..errors import MailError, storage_exhausted, storage_full
 from ..runtime import Runtime
 from ..store import maildir, mailstate, messages
+from ..store.db import mergeable
 from ..util import iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -51,35 +51,47 @@ def _folder_path(rt: Runtime, d: Delivery):
     return maildir.folder_dir(root, d.folder)
 
 
+def _index_jobs(conn: sqlite3.Connection,
+                jobs: list[tuple[list[tuple[Delivery, str]], Callable[[sqlite3.Connection, list[dict]], Any] | None]]
+                ) -> list[list[dict]]:
+    """Index the deliveries of several `_index_all` jobs with one statement per table."""
+    specs: list[dict[str, Any]] = []
+    cached: list[tuple[int, tuple[bytes, bytes]]] = []
+    for items, _ in jobs:
+        for d, filename in items:
+            if d.imap_cache is not None:
+                cached.append((len(specs), d.imap_cache))
+            specs.append({"mailbox_id": d.mailbox["id"], "folder": d.folder, "filename": filename,
+                          "size": len(d.data), "meta": d.meta, "flags": " ".join(sorted(d.flags)),
+                          "direction": d.direction, "event_type": d.event_type, "internal_date": d.internal_date})
+    rows = messages.record_messages(conn, specs) if specs else []
+    if cached:
+        mailstate.cache_new(conn, [(rows[i]["id"], *cache) for i, cache in cached])
+    out, start = [], 0
+    for items, _ in jobs:
+        out.append(rows[start:start + len(items)])
+        start += len(items)
+    for (_, also), job_rows in zip(jobs, out):
+        if also is not None:
+            also(conn, job_rows)
+    return out
+
+
+@mergeable(_index_jobs)
 def _index_all(conn: sqlite3.Connection, items: list[tuple[Delivery, str]],
-               also: Callable[[sqlite3.Connection, list[dict]], Any] | None,
-               placed: concurrent.futures.Future) -> list[dict]:
-    rows = []
-    for d, filename in items:
-        if d.dedupe and d.meta.get("message_id") and messages.has_recent(
-                conn, d.mailbox["id"], d.folder, d.meta["message_id"], iso(utcnow() - DEDUPE_WINDOW)):
-            rows.append({"duplicate": True, "filename": filename})
-            continue
-        row = messages.record_message(
-            conn, mailbox_id=d.mailbox["id"], folder=d.folder, filename=filename, size=len(d.data),
-            meta=d.meta, flags=" ".join(sorted(d.flags)), direction=d.direction, event_type=d.event_type,
-            internal_date=d.internal_date)
-        if d.imap_cache is not None:
-            mailstate.cache_new(conn, row["id"], *d.imap_cache)
-        rows.append(row)
-    if also is not None:
-        also(conn, rows)
-    # Readers may see these rows once they commit: the files must be in place by then.
-    placed.result()
-    return rows
+               also: Callable[[sqlite3.Connection, list[dict]], Any] | None) -> list[dict]:
+    """Index one delivery's files; `also(conn, rows)` after them. Queued together, several
+    run as one `_index_jobs`."""
+    return _index_jobs(conn, [(items, also)])[0]
 
 
 async def deliver(rt: Runtime, deliveries: list[Delivery],
                   also: Callable[[sqlite3.Connection, list[dict]], Any] | None = None) -> list[dict]:
     """Store every delivery durably and index them in one transaction; all or nothing.
 
-    A copy marked `dedupe` that the mailbox already holds is found in the
-    indexing transaction, not indexed, and its file removed.
+    A copy marked `dedupe` that the mailbox already holds (indexed in the last
+    day with the same Message-ID in that folder) is not stored again; its row
+    is `{"duplicate": True}`.
 
     `also(conn, rows)` runs in the same transaction after the rows are indexed
     (the outbound queue entry of a submission, for instance).
@@ -88,7 +100,21 @@ async def deliver(rt: Runtime, deliveries: list[Delivery],
     final dot) does not cut the work short: it finishes in the background, so
     no file is ever left on disk without its index row.
     """
-    return await asyncio.shield(_deliver(rt, deliveries, also))
+    keys = [_dedupe_key(d) for d in deliveries]
+    wanted = [key for key in keys if key is not None]
+    held = await rt.adb.read(messages.recent_copies, wanted, iso(utcnow() - DEDUPE_WINDOW)) if wanted else set()
+    fresh = [d for d, key in zip(deliveries, keys) if key not in held]
+    rows = iter(await asyncio.shield(_deliver(rt, fresh, also)) if fresh else [])
+    return [{"duplicate": True} if key in held else next(rows) for key in keys]
+
+
+def _dedupe_key(d: Delivery) -> tuple[str, str, str] | None:
+    return (d.mailbox["id"], d.folder, d.meta["message_id"]) if d.dedupe and d.meta.get("message_id") else None
+
+
+# Deliveries up to this size are written on the event loop: a write into the page cache and
+# a rename cost less than a trip to a thread. The fsyncs always run in `rt.store_pool`.
+INLINE_PLACE = 256 * 1024
 
 
 @dataclass
@@ -98,12 +124,8 @@ class _Stored:
     sync_error: BaseException | None = None
 
 
-def _store(rt: Runtime, targets: list[tuple[Path, str]], deliveries: list[Delivery],
-           placed: concurrent.futures.Future) -> _Stored:
-    """In one `store_pool` job: write and rename every file, tell the index writer (`placed`),
-    then fsync the files and their directories while the index commits (`store.maildir`
-    says why that order is safe). Other deliveries' jobs run alongside, so the kernel
-    gathers their fsyncs into shared journal commits."""
+def _place(targets: list[tuple[Path, str]], deliveries: list[Delivery]) -> _Stored:
+    """Write and rename every file (not yet fsynced)."""
     stored = _Stored()
     try:
         for (path, name), d in zip(targets, deliveries):
@@ -111,9 +133,12 @@ def _store(rt: Runtime, targets: list[tuple[Path, str]], deliveries: list[Delive
             stored.written.append((path, name))
     except BaseException as exc:  # noqa: BLE001 - reported to the event loop, which cleans up
         stored.place_error = exc
-        placed.set_exception(exc)
-        return stored
-    placed.set_result(None)
+    return stored
+
+
+def _sync(stored: _Stored) -> _Stored:
+    """fsync the placed files, then their directories. Other deliveries' jobs run alongside,
+    so the kernel gathers their fsyncs into shared journal commits."""
     files = [path / name for path, name in stored.written]
     try:
         for file in files:
@@ -125,31 +150,51 @@ def _store(rt: Runtime, targets: list[tuple[Path, str]], deliveries: list[Delive
     return stored
 
 
+def _store(rt: Runtime, targets: list[tuple[Path, str]], deliveries: list[Delivery], commit: asyncio.Future,
+           also: Callable[[sqlite3.Connection, list[dict]], Any] | None) -> _Stored:
+    """A large delivery in one `store_pool` job: place the files, hand their indexing to the
+    writer thread (`commit` settles with its outcome), then fsync while the index commits."""
+    stored = _place(targets, deliveries)
+    if stored.place_error is None:
+        rt.adb.enqueue(commit, _index_all, _items(targets, deliveries), also)
+        _sync(stored)
+    return stored
+
+
+def _items(targets: list[tuple[Path, str]], deliveries: list[Delivery]) -> list[tuple[Delivery, str]]:
+    return [(d, name) for d, (_, name) in zip(deliveries, targets)]
+
+
 async def _deliver(rt: Runtime, deliveries: list[Delivery],
                    also: Callable[[sqlite3.Connection, list[dict]], Any] | None) -> list[dict]:
     targets = [(_folder_path(rt, d), maildir.new_name(len(d.data), d.flags or None)) for d in deliveries]
     loop = asyncio.get_running_loop()
-    # The writer indexes the messages while their files are written; it commits once they
-    # are in place, and the fsyncs of files, directories and index run at the same time.
-    placed: concurrent.futures.Future = concurrent.futures.Future()
     commit: asyncio.Future = loop.create_future()
-    rt.adb.enqueue(commit, _index_all, [(d, name) for d, (_, name) in zip(deliveries, targets)], also, placed)
-    stored = await loop.run_in_executor(rt.store_pool, _store, rt, targets, deliveries, placed)
-    try:
-        rows = await commit  # fails when placing a file failed, too
-    except Exception as exc:  # noqa: BLE001 - cleaned up below, then re-raised
-        failure = stored.place_error or (storage_full() if storage_exhausted(exc) else exc)
+    # Files are renamed into place before their index rows are handed to the writer (a reader
+    # may find a row as soon as it commits); the fsyncs of files, directories and index then
+    # run at the same time (`store.maildir` says why that order is safe).
+    if sum(len(d.data) for d in deliveries) <= INLINE_PLACE:
+        stored = _place(targets, deliveries)
+        if stored.place_error is None:
+            rt.adb.enqueue(commit, _index_all, _items(targets, deliveries), also)
+            await loop.run_in_executor(rt.store_pool, _sync, stored)
     else:
-        failure = stored.sync_error
-        if failure is None:
-            for (path, _), row in zip(stored.written, rows):
-                if "event" in row:
-                    rt.hub.publish(row["event"])
-                if row.get("duplicate"):
-                    await rt.run(maildir.remove_file, path, row["filename"])
-            return rows
-        log.error("fsync failed after the index commit; undoing the delivery: %s", failure)
-        await rt.adb.write(messages.drop_message_rows, [row["id"] for row in rows if "id" in row])
+        stored = await loop.run_in_executor(rt.store_pool, _store, rt, targets, deliveries, commit, also)
+    failure = stored.place_error
+    if failure is None:
+        try:
+            rows = await commit
+        except Exception as exc:  # noqa: BLE001 - cleaned up below, then re-raised
+            failure = storage_full() if storage_exhausted(exc) else exc
+        else:
+            failure = stored.sync_error
+            if failure is None:
+                for row in rows:
+                    if "event" in row:
+                        rt.hub.publish(row["event"])
+                return rows
+            log.error("fsync failed after the index commit; undoing the delivery: %s", failure)
+            await rt.adb.write(messages.drop_message_rows, [row["id"] for row in rows if "id" in row])
     for path, filename in stored.written:
         await rt.run(maildir.remove_file, path, filename)
     if isinstance(failure, MailError):

@@ -217,10 +217,11 @@ async def submit(rt: Runtime, *, mailbox: dict[str, Any], envelope_from: str, to
             size=len(message), sent_copy_id=sent_copy["id"], remote=remote, now=now,
             expires_at=now + settings.queue_lifetime)
         outbound.update(row)
-        published.append(messages.add_event(conn, "message.sent", mailbox["id"], {
+        # Assigned, not appended: the writer may run this again after undoing a merged group.
+        published[:] = [messages.add_event(conn, "message.sent", mailbox["id"], {
             "outbound_id": row["id"], "message_id": sent_copy["id"], "thread_id": sent_copy["thread_id"],
             "rfc822_message_id": meta.get("message_id"), "recipients": row["recipients"],
-            "subject": meta.get("subject", ""), "state": row["state"]}))
+            "subject": meta.get("subject", ""), "state": row["state"]})]
         if record is not None:
             record(conn, row)
 

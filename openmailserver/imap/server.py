@@ -936,7 +936,8 @@ class Session:
             if keywords:
                 mailstate.add_keywords(conn, folder["id"], keywords)
             if since is not None:  # what the selected view must learn, read in the same transaction
-                changes.append(mailstate.changes_since(conn, folder["id"], since))
+                # (assigned, not appended: the writer may run this again after undoing a merged group)
+                changes[:] = [mailstate.changes_since(conn, folder["id"], since)]
 
         try:
             rows = await deliver(self.rt, [delivery], finish)

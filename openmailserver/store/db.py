@@ -66,6 +66,30 @@ def migrate(conn: sqlite3.Connection) -> int:
     return applied
 
 
+def mergeable(merged: Callable[[sqlite3.Connection, list[tuple]], list[Any]]):
+    """Mark a write function `fn(conn, *args)` whose calls queued together may run as one
+    `merged(conn, [args, ...])`, returning their results in order: fewer statements per
+    group commit (each statement lets go of the GIL, and getting it back can take long
+    while the event loop is busy)."""
+    def mark(fn: Callable[..., T]) -> Callable[..., T]:
+        fn.merged = merged  # type: ignore[attr-defined]
+        return fn
+    return mark
+
+
+def _runs(jobs: list[tuple[Callable[..., Any], tuple, dict]]) -> list[list[tuple[Callable[..., Any], tuple, dict]]]:
+    """Consecutive jobs of one mergeable function (without keyword arguments) grouped; others alone."""
+    groups: list[list[tuple[Callable[..., Any], tuple, dict]]] = []
+    for job in jobs:
+        fn, _, kwargs = job
+        if groups and not kwargs and getattr(fn, "merged", None) is not None and groups[-1][0][0] is fn \
+                and not groups[-1][0][2]:
+            groups[-1].append(job)
+        else:
+            groups.append([job])
+    return groups
+
+
 class Database:
     """Synchronous access with one writer connection and a connection per reader thread."""
 
@@ -108,6 +132,8 @@ class Database:
 
         Each job runs in its own savepoint, so one that fails leaves the others' work;
         a job alone in its transaction needs none (its failure rolls everything back).
+        Consecutive jobs of a function marked `mergeable` run as one call of its merged
+        form; if that fails, they run again one by one, so a failure stays their own.
         """
         results: list[tuple[bool, Any]] = []
         savepoints = len(jobs) > 1
@@ -115,23 +141,36 @@ class Database:
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for fn, args, kwargs in jobs:
-                    if savepoints:
-                        conn.execute("SAVEPOINT job")
-                    try:
-                        value = fn(conn, *args, **kwargs)
-                    except Exception as exc:  # noqa: BLE001 - handed back to the caller
-                        if savepoints:
-                            conn.execute("ROLLBACK TO job")
-                            conn.execute("RELEASE job")
+                for group in _runs(jobs):
+                    merged = getattr(group[0][0], "merged", None)
+                    if merged is not None and len(group) > 1:
+                        conn.execute("SAVEPOINT merged")
+                        try:
+                            values = merged(conn, [args for _, args, _ in group])
+                        except Exception:  # noqa: BLE001 - retried one by one below
+                            conn.execute("ROLLBACK TO merged")
+                            conn.execute("RELEASE merged")
                         else:
-                            conn.execute("ROLLBACK")
-                            return [(False, exc)]
-                        results.append((False, exc))
-                    else:
+                            conn.execute("RELEASE merged")
+                            results.extend((True, value) for value in values)
+                            continue
+                    for fn, args, kwargs in group:
                         if savepoints:
-                            conn.execute("RELEASE job")
-                        results.append((True, value))
+                            conn.execute("SAVEPOINT job")
+                        try:
+                            value = fn(conn, *args, **kwargs)
+                        except Exception as exc:  # noqa: BLE001 - handed back to the caller
+                            if savepoints:
+                                conn.execute("ROLLBACK TO job")
+                                conn.execute("RELEASE job")
+                            else:
+                                conn.execute("ROLLBACK")
+                                return [(False, exc)]
+                            results.append((False, exc))
+                        else:
+                            if savepoints:
+                                conn.execute("RELEASE job")
+                            results.append((True, value))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

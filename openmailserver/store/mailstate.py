@@ -553,10 +553,13 @@ def cache_sources(conn: sqlite3.Connection, ids: list[str]) -> list[tuple[str, s
     return out
 
 
-def cache_new(conn: sqlite3.Connection, message_id: str, header: bytes, envelope: bytes) -> None:
-    """The header and ENVELOPE cache of a message indexed in this transaction."""
-    conn.execute("INSERT INTO message_cache (message_id, header, envelope) VALUES (?, ?, ?)",
-                 (message_id, header, envelope))
+def cache_new(conn: sqlite3.Connection, entries: list[tuple[str, bytes, bytes]]) -> None:
+    """The header and ENVELOPE cache of messages indexed in this transaction:
+    (message id, header, envelope) each, in one statement per 300."""
+    for start in range(0, len(entries), 300):
+        chunk = entries[start:start + 300]
+        conn.execute("INSERT INTO message_cache (message_id, header, envelope) VALUES "
+                     + ", ".join(["(?, ?, ?)"] * len(chunk)), [v for entry in chunk for v in entry])
 
 
 def cache_put(conn: sqlite3.Connection, entries: list[tuple[str, dict[str, bytes]]]) -> None:

@@ -88,81 +88,162 @@ def _find_thread(conn: sqlite3.Connection, mailbox_id: str, message_ids: list[st
     return None
 
 
-def assign_thread(conn: sqlite3.Connection, mailbox_id: str, in_reply_to: str | None,
-                  refs: list[str], subject: str, when: str) -> str:
-    """In-Reply-To first, then References (newest first), else a new thread."""
-    thread_id = None
-    if in_reply_to:
-        thread_id = _find_thread(conn, mailbox_id, [in_reply_to])
-    if thread_id is None and refs:
-        thread_id = _find_thread(conn, mailbox_id, list(reversed(refs)))
-    if thread_id is None:
-        thread_id = new_id("thr")
-        conn.execute(
-            "INSERT INTO threads (id, mailbox_id, subject, created_at, last_message_at, message_count) "
-            "VALUES (?, ?, ?, ?, ?, 1)", (thread_id, mailbox_id, subject, when, when))
-    else:
-        conn.execute(
-            "UPDATE threads SET last_message_at = ?, message_count = message_count + 1 WHERE id = ?",
-            (when, thread_id))
-    return thread_id
-
-
 # ---- messages --------------------------------------------------------------
+
+_MESSAGE_INSERT = (
+    "INSERT INTO messages (id, mailbox_id, folder_id, uid, modseq, filename, size, flags, internal_date, "
+    "message_id, in_reply_to, refs, subject, from_addr, to_addrs, date_header, thread_id, direction, "
+    "envelope_from, subaddress, auth_results, spf, dkim, dmarc, created_at) VALUES ")
+_MESSAGE_ROW = "(" + ", ".join("?" * 25) + ")"
+_ROWS_PER_INSERT = 500  # 25 values each, well under SQLite's limit of bound values
+
+
+def _insert_rows(conn: sqlite3.Connection, head: str, row_marks: str, rows: list[tuple],
+                 tail: str = "") -> list[tuple]:
+    """Multi-row INSERTs (one statement per chunk); what `tail` (a RETURNING clause) returns."""
+    out: list[tuple] = []
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start:start + _ROWS_PER_INSERT]
+        values = [v for row in chunk for v in row]
+        out.extend(conn.execute(head + ", ".join([row_marks] * len(chunk)) + tail, values).fetchall())
+    return out
+
 
 def record_message(conn: sqlite3.Connection, *, mailbox_id: str, folder: str, filename: str, size: int,
                    meta: dict[str, Any], flags: str = "", direction: str = "inbound",
                    internal_date: str | None = None, event_type: str | None = "message.received") -> Row:
-    """Index a message file that is already durable on disk.
+    """Index one message file (`record_messages`)."""
+    return record_messages(conn, [{
+        "mailbox_id": mailbox_id, "folder": folder, "filename": filename, "size": size, "meta": meta,
+        "flags": flags, "direction": direction, "internal_date": internal_date, "event_type": event_type}])[0]
 
-    Allocates the UID and modseq, assigns the thread, charges the quota (the row's
-    `over_quota` says whether the mailbox now uses more than it may) and appends the
-    event, all in the caller's transaction.
+
+def record_messages(conn: sqlite3.Connection, specs: list[dict[str, Any]]) -> list[Row]:
+    """Index message files that are already on disk, in the caller's transaction.
+
+    Each spec: mailbox_id, folder, filename, size, meta, and optionally flags,
+    direction, internal_date (default now) and event_type (default
+    message.received; None for no event). In spec order, each message gets the
+    next UID and modseq of its folder and a thread (its In-Reply-To, then its
+    References newest first, among the mailbox's messages including those
+    earlier in `specs`; else a new thread); the mailbox is charged its size
+    (the row's `over_quota` says whether the mailbox now uses more than its
+    quota) and the event appended. The statements are per batch, not per
+    message: one per folder, mailbox and table.
     """
-    allocated = conn.execute(
-        "UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1 "
-        "WHERE mailbox_id = ? AND name = ? RETURNING id, uidnext - 1, highestmodseq, uidvalidity",
-        (mailbox_id, folder)).fetchone()
-    if allocated is None:
-        raise not_found(f"folder {folder!r}")
-    folder_id, uid, modseq, uidvalidity = allocated
     created = now_iso()
-    refs = list(meta.get("references") or [])
-    thread_id = assign_thread(conn, mailbox_id, meta.get("in_reply_to"), refs, meta.get("subject", ""), created)
-    message_id = new_id("msg")
-    conn.execute(
-        "INSERT INTO messages (id, mailbox_id, folder_id, uid, modseq, filename, size, flags, internal_date, "
-        "message_id, in_reply_to, refs, subject, from_addr, to_addrs, date_header, thread_id, direction, "
-        "envelope_from, subaddress, auth_results, spf, dkim, dmarc, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (message_id, mailbox_id, folder_id, uid, modseq, filename, size, flags,
-         internal_date or created, meta.get("message_id"), meta.get("in_reply_to"), " ".join(refs),
-         meta.get("subject", ""), meta.get("from", ""), meta.get("to", ""), meta.get("date"),
-         thread_id, direction, meta.get("envelope_from"), meta.get("subaddress"),
-         meta.get("authentication_results"), meta.get("spf"), meta.get("dkim"), meta.get("dmarc"), created),
-    )
-    quota, used = conn.execute("UPDATE mailboxes SET used_bytes = used_bytes + ? WHERE id = ? "
-                               "RETURNING quota_bytes, used_bytes", (size, mailbox_id)).fetchone()
-    row = {"id": message_id, "mailbox_id": mailbox_id, "folder": folder, "folder_id": folder_id,
-           "uidvalidity": uidvalidity, "uid": uid, "thread_id": thread_id, "filename": filename, "size": size,
-           "created_at": created, "over_quota": bool(quota) and used > quota}
-    if event_type:
-        row["event"] = add_event(conn, event_type, mailbox_id, {
-            "message_id": message_id, "thread_id": thread_id, "folder": folder,
-            "rfc822_message_id": meta.get("message_id"), "subject": meta.get("subject", ""),
-            "from": meta.get("from", ""), "to": meta.get("to", ""),
-        })
-    return row
+    n = len(specs)
+    # UIDs and modseqs: one UPDATE per folder, ranges handed out in spec order.
+    by_folder: dict[tuple[str, str], list[int]] = {}
+    for i, spec in enumerate(specs):
+        by_folder.setdefault((spec["mailbox_id"], spec["folder"]), []).append(i)
+    allocated: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)] * n  # folder id, uid, modseq, uidvalidity
+    for (mailbox_id, folder), indexes in by_folder.items():
+        got = conn.execute(
+            "UPDATE folders SET uidnext = uidnext + ?, highestmodseq = highestmodseq + ? "
+            "WHERE mailbox_id = ? AND name = ? RETURNING id, uidnext, highestmodseq, uidvalidity",
+            (len(indexes), len(indexes), mailbox_id, folder)).fetchone()
+        if got is None:
+            raise not_found(f"folder {folder!r}")
+        folder_id, uidnext, highest, uidvalidity = got
+        first_uid, first_modseq = uidnext - len(indexes), highest - len(indexes) + 1
+        for k, i in enumerate(indexes):
+            allocated[i] = (folder_id, first_uid + k, first_modseq + k, uidvalidity)
+    # Threads.
+    in_batch: dict[tuple[str, str], str] = {}  # (mailbox, Message-ID) -> thread, for replies in this batch
+    new_threads: dict[str, list[Any]] = {}
+    grown: dict[str, int] = {}
+    thread_ids: list[str] = []
+    for spec in specs:
+        meta, mailbox_id = spec["meta"], spec["mailbox_id"]
+        parents = ([meta["in_reply_to"]] if meta.get("in_reply_to") else []) + \
+            list(reversed(list(meta.get("references") or [])))
+        thread_id = None
+        for parent in parents:
+            thread_id = in_batch.get((mailbox_id, parent)) or _find_thread(conn, mailbox_id, [parent])
+            if thread_id:
+                break
+        if thread_id is None:
+            thread_id = new_id("thr")
+            new_threads[thread_id] = [thread_id, mailbox_id, meta.get("subject", ""), created, created, 1]
+        elif thread_id in new_threads:
+            new_threads[thread_id][5] += 1
+        else:
+            grown[thread_id] = grown.get(thread_id, 0) + 1
+        if meta.get("message_id"):
+            in_batch.setdefault((mailbox_id, meta["message_id"]), thread_id)
+        thread_ids.append(thread_id)
+    if new_threads:
+        _insert_rows(conn, "INSERT INTO threads (id, mailbox_id, subject, created_at, last_message_at, "
+                     "message_count) VALUES ", "(?, ?, ?, ?, ?, ?)", [tuple(t) for t in new_threads.values()])
+    for thread_id, count in grown.items():
+        conn.execute("UPDATE threads SET last_message_at = ?, message_count = message_count + ? WHERE id = ?",
+                     (created, count, thread_id))
+    # The messages.
+    ids = [new_id("msg") for _ in specs]
+    values = []
+    for spec, message_id, (folder_id, uid, modseq, _), thread_id in zip(specs, ids, allocated, thread_ids):
+        meta = spec["meta"]
+        values.append((
+            message_id, spec["mailbox_id"], folder_id, uid, modseq, spec["filename"], spec["size"],
+            spec.get("flags", ""), spec.get("internal_date") or created, meta.get("message_id"),
+            meta.get("in_reply_to"), " ".join(meta.get("references") or []), meta.get("subject", ""),
+            meta.get("from", ""), meta.get("to", ""), meta.get("date"), thread_id, spec.get("direction", "inbound"),
+            meta.get("envelope_from"), meta.get("subaddress"), meta.get("authentication_results"),
+            meta.get("spf"), meta.get("dkim"), meta.get("dmarc"), created))
+    _insert_rows(conn, _MESSAGE_INSERT, _MESSAGE_ROW, values)
+    # Quota: one UPDATE per mailbox.
+    sizes: dict[str, int] = {}
+    for spec in specs:
+        sizes[spec["mailbox_id"]] = sizes.get(spec["mailbox_id"], 0) + spec["size"]
+    quotas: dict[str, tuple[int, int]] = {}  # mailbox -> (quota, bytes used before this batch)
+    for mailbox_id, size in sizes.items():
+        quota, used = conn.execute("UPDATE mailboxes SET used_bytes = used_bytes + ? WHERE id = ? "
+                                   "RETURNING quota_bytes, used_bytes", (size, mailbox_id)).fetchone()
+        quotas[mailbox_id] = (quota, used - size)
+    rows = []
+    for spec, message_id, (folder_id, uid, _, uidvalidity), thread_id in zip(specs, ids, allocated, thread_ids):
+        quota, used = quotas[spec["mailbox_id"]]
+        used += spec["size"]  # as if indexed one by one: what the mailbox uses with this message
+        quotas[spec["mailbox_id"]] = (quota, used)
+        rows.append({"id": message_id, "mailbox_id": spec["mailbox_id"], "folder": spec["folder"],
+                     "folder_id": folder_id, "uidvalidity": uidvalidity, "uid": uid, "thread_id": thread_id,
+                     "filename": spec["filename"], "size": spec["size"], "created_at": created,
+                     "over_quota": bool(quota) and used > quota})
+    # Events.
+    logged = [(row, spec) for row, spec in zip(rows, specs) if spec.get("event_type", "message.received")]
+    if logged:
+        events = []
+        for row, spec in logged:
+            meta = spec["meta"]
+            payload = {"message_id": row["id"], "thread_id": row["thread_id"], "folder": spec["folder"],
+                       "rfc822_message_id": meta.get("message_id"), "subject": meta.get("subject", ""),
+                       "from": meta.get("from", ""), "to": meta.get("to", "")}
+            row["event"] = {"event_id": new_id("evt"), "type": spec.get("event_type", "message.received"),
+                            "occurred_at": created, "mailbox_id": spec["mailbox_id"], "payload": payload}
+            events.append(row["event"])
+        seqs = dict(_insert_rows(
+            conn, "INSERT INTO events (event_id, type, occurred_at, mailbox_id, payload) VALUES ",
+            "(?, ?, ?, ?, ?)", [(e["event_id"], e["type"], e["occurred_at"], e["mailbox_id"], json.dumps(e["payload"]))
+                                for e in events], " RETURNING event_id, seq"))
+        for event in events:
+            event["seq"] = seqs[event["event_id"]]
+    return rows
 
 
-def has_recent(conn: sqlite3.Connection, mailbox_id: str, folder: str, message_id: str, since: str) -> bool:
-    """Whether the folder holds a message with this Message-ID indexed since `since`."""
-    # The unary + keeps SQLite on the (mailbox_id, message_id) index: by (mailbox_id,
-    # created_at) it would walk every message of the last day for each delivery.
-    return conn.execute(
-        "SELECT 1 FROM messages m JOIN folders f ON f.id = m.folder_id WHERE m.mailbox_id = ? AND f.name = ? "
-        "AND m.message_id = ? AND +m.created_at >= ? LIMIT 1", (mailbox_id, folder, message_id, since)
-    ).fetchone() is not None
+def recent_copies(conn: sqlite3.Connection, keys: list[tuple[str, str, str]], since: str) -> set[tuple[str, str, str]]:
+    """Which of the (mailbox id, folder name, Message-ID) keys the index holds since `since`."""
+    found: set[tuple[str, str, str]] = set()
+    for start in range(0, len(keys), 400):
+        chunk = keys[start:start + 400]
+        # Row values looked up in the (mailbox_id, message_id) index; the unary + keeps SQLite
+        # from walking the (mailbox_id, created_at) index over every message of the last day.
+        rows = conn.execute(
+            "SELECT m.mailbox_id, f.name, m.message_id FROM messages m JOIN folders f ON f.id = m.folder_id "
+            f"WHERE (m.mailbox_id, m.message_id) IN (VALUES {', '.join(['(?, ?)'] * len(chunk))}) "
+            "AND +m.created_at >= ?", [v for mailbox_id, _, mid in chunk for v in (mailbox_id, mid)] + [since])
+        found.update((mailbox_id, folder, mid) for mailbox_id, folder, mid in rows)
+    return found & set(keys)
 
 
 def folder_files(conn: sqlite3.Connection, folder_id: int) -> list[Row]:

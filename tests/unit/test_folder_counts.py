@@ -66,7 +66,7 @@ def test_migration_counts_existing_rows(tmp_path: Path) -> None:
 
 
 def test_duplicate_check_uses_the_message_id_index(tmp_path: Path) -> None:
-    """`has_recent` runs at every delivery: it must look the Message-ID up, not walk the
+    """`recent_copies` runs at every delivery: it must look the Message-ID up, not walk the
     mailbox's last day of mail (which made ingest slower the more mail had arrived)."""
     db = Database(tmp_path / "index.db")
     mailbox = db.write(_mailbox)
@@ -77,7 +77,7 @@ def test_duplicate_check_uses_the_message_id_index(tmp_path: Path) -> None:
         statements: list[str] = []
         conn.set_trace_callback(statements.append)
         try:
-            assert not messages.has_recent(conn, mailbox["id"], "INBOX", "new@x.test", "2000-01-01T00:00:00Z")
+            assert not messages.recent_copies(conn, [(mailbox["id"], "INBOX", "new@x.test")], "2000-01-01T00:00:00Z")
         finally:
             conn.set_trace_callback(None)
         [query] = [s for s in statements if "message_id" in s]
