@@ -176,8 +176,10 @@ async def _deliver(rt: Runtime, deliveries: list[Delivery],
     if sum(len(d.data) for d in deliveries) <= INLINE_PLACE:
         stored = _place(targets, deliveries)
         if stored.place_error is None:
+            # The fsyncs start first: the writer then has SQL to run before its own.
+            syncing = loop.run_in_executor(rt.store_pool, _sync, stored)
             rt.adb.enqueue(commit, _index_all, _items(targets, deliveries), also)
-            await loop.run_in_executor(rt.store_pool, _sync, stored)
+            await syncing
     else:
         stored = await loop.run_in_executor(rt.store_pool, _store, rt, targets, deliveries, commit, also)
     failure = stored.place_error
