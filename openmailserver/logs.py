@@ -25,10 +25,13 @@ session_id: contextvars.ContextVar[str] = contextvars.ContextVar("session_id", d
 
 class _Redact(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "redacted", False):  # the other handler's filter did it already
+            return True
         message = record.getMessage()
         record.msg = redact_keys(message)
         record.args = None
         record.session = session_id.get()
+        record.redacted = True
         return True
 
 
@@ -49,6 +52,14 @@ class JsonFormatter(logging.Formatter):
 
 class _FileHandler(logging.handlers.RotatingFileHandler):
     """A full disk costs log lines, not a traceback on stderr for every record."""
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802 - logging's name
+        # The stock check stats the path twice and formats the record once more, for each
+        # record. Ours is a regular file we opened: rolling over once it has reached the limit
+        # (one line past it at most) needs only its size.
+        if self.stream is None:
+            self.stream = self._open()
+        return self.maxBytes > 0 and self.stream.tell() >= self.maxBytes
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
         exc = sys.exc_info()[1]
