@@ -41,6 +41,9 @@ def connect(path: Path) -> sqlite3.Connection:
     # FULL: the WAL is fsynced at every commit, so a commit is on disk when it returns.
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
+    # Statement and savepoint journals in memory: on disk (once past 64 KiB) each of their
+    # writes could wait several milliseconds behind the fsyncs of concurrent deliveries.
+    conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
 
