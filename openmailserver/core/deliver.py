@@ -54,23 +54,37 @@ def _folder_path(rt: Runtime, d: Delivery):
 def _index_jobs(conn: sqlite3.Connection,
                 jobs: list[tuple[list[tuple[Delivery, str]], Callable[[sqlite3.Connection, list[dict]], Any] | None]]
                 ) -> list[list[dict]]:
-    """Index the deliveries of several `_index_all` jobs with one statement per table."""
+    """Index the deliveries of several `_index_all` jobs with one statement per table.
+
+    A `dedupe` copy whose Message-ID its folder got in the last day (committed, or
+    earlier in these jobs) is not indexed: its row is `{"duplicate": True, ...}`.
+    """
+    keys = [_dedupe_key(d) for items, _ in jobs for d, _ in items]
+    wanted = [key for key in keys if key is not None]
+    seen = messages.recent_copies(conn, wanted, iso(utcnow() - DEDUPE_WINDOW)) if wanted else set()
     specs: list[dict[str, Any]] = []
     cached: list[tuple[int, tuple[bytes, bytes]]] = []
+    placed: list[list[dict | int]] = []  # per job: a duplicate's row, or the index of its spec
+    position = iter(keys)
     for items, _ in jobs:
+        placed.append([])
         for d, filename in items:
+            key = next(position)
+            if key is not None:
+                if key in seen:
+                    placed[-1].append({"duplicate": True, "filename": filename})
+                    continue
+                seen.add(key)  # a later copy in these jobs is a duplicate of this one
             if d.imap_cache is not None:
                 cached.append((len(specs), d.imap_cache))
+            placed[-1].append(len(specs))
             specs.append({"mailbox_id": d.mailbox["id"], "folder": d.folder, "filename": filename,
                           "size": len(d.data), "meta": d.meta, "flags": " ".join(sorted(d.flags)),
                           "direction": d.direction, "event_type": d.event_type, "internal_date": d.internal_date})
     rows = messages.record_messages(conn, specs) if specs else []
     if cached:
         mailstate.cache_new(conn, [(rows[i]["id"], *cache) for i, cache in cached])
-    out, start = [], 0
-    for items, _ in jobs:
-        out.append(rows[start:start + len(items)])
-        start += len(items)
+    out = [[rows[ref] if isinstance(ref, int) else ref for ref in job] for job in placed]
     for (_, also), job_rows in zip(jobs, out):
         if also is not None:
             also(conn, job_rows)
@@ -90,8 +104,8 @@ async def deliver(rt: Runtime, deliveries: list[Delivery],
     """Store every delivery durably and index them in one transaction; all or nothing.
 
     A copy marked `dedupe` that the mailbox already holds (indexed in the last
-    day with the same Message-ID in that folder) is not stored again; its row
-    is `{"duplicate": True}`.
+    day with the same Message-ID in that folder) is found in the indexing
+    transaction, not indexed, and its file removed; its row is `{"duplicate": True}`.
 
     `also(conn, rows)` runs in the same transaction after the rows are indexed
     (the outbound queue entry of a submission, for instance).
@@ -100,12 +114,7 @@ async def deliver(rt: Runtime, deliveries: list[Delivery],
     final dot) does not cut the work short: it finishes in the background, so
     no file is ever left on disk without its index row.
     """
-    keys = [_dedupe_key(d) for d in deliveries]
-    wanted = [key for key in keys if key is not None]
-    held = await rt.adb.read(messages.recent_copies, wanted, iso(utcnow() - DEDUPE_WINDOW)) if wanted else set()
-    fresh = [d for d, key in zip(deliveries, keys) if key not in held]
-    rows = iter(await asyncio.shield(_deliver(rt, fresh, also)) if fresh else [])
-    return [{"duplicate": True} if key in held else next(rows) for key in keys]
+    return await asyncio.shield(_deliver(rt, deliveries, also))
 
 
 def _dedupe_key(d: Delivery) -> tuple[str, str, str] | None:
@@ -191,9 +200,11 @@ async def _deliver(rt: Runtime, deliveries: list[Delivery],
         else:
             failure = stored.sync_error
             if failure is None:
-                for row in rows:
+                for (path, _), row in zip(stored.written, rows):
                     if "event" in row:
                         rt.hub.publish(row["event"])
+                    if row.get("duplicate"):
+                        await rt.run(maildir.remove_file, path, row["filename"])
                 return rows
             log.error("fsync failed after the index commit; undoing the delivery: %s", failure)
             await rt.adb.write(messages.drop_message_rows, [row["id"] for row in rows if "id" in row])

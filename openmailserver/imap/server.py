@@ -900,7 +900,9 @@ class Session:
         if folder is not None:
             try:
                 return await self.append_to(folder, args, prepared)
-            except MailError:  # renamed, deleted or re-created meanwhile
+            except MailError as exc:
+                if not _folder_gone(exc):
+                    raise
                 self.append_folders.pop(args.mailbox, None)
         folder = await self.rt.adb.read(get_folder, self.mailbox["id"], args.mailbox)
         if folder is None:
@@ -908,7 +910,13 @@ class Session:
         if len(self.append_folders) >= 64:
             self.append_folders.clear()
         self.append_folders[args.mailbox] = folder
-        return await self.append_to(folder, args, prepared)
+        try:
+            return await self.append_to(folder, args, prepared)
+        except MailError as exc:
+            if not _folder_gone(exc):
+                raise
+            self.append_folders.pop(args.mailbox, None)
+            return "NO [TRYCREATE] Mailbox does not exist"
 
     async def append_to(self, folder: dict[str, Any], args: p.AppendArgs,
                         prepared: tuple[bytes, dict[str, Any], tuple[bytes, bytes]]) -> str:
@@ -1032,6 +1040,12 @@ class _StaleFolder(MailError):
 
     def __init__(self) -> None:
         super().__init__("folder_changed", "The mailbox changed meanwhile", http_status=409, smtp=(451, "4.3.0"))
+
+
+def _folder_gone(exc: MailError) -> bool:
+    """Whether an APPEND failed because its folder was renamed, deleted or re-created meanwhile:
+    the transaction found another folder or none by that name, or its directory was gone."""
+    return isinstance(exc, _StaleFolder) or exc.error == "not_found" or isinstance(exc.__cause__, FileNotFoundError)
 
 
 class _OverQuota(MailError):

@@ -160,7 +160,8 @@ def record_messages(conn: sqlite3.Connection, specs: list[dict[str, Any]]) -> li
             list(reversed(list(meta.get("references") or [])))
         thread_id = None
         for parent in parents:
-            thread_id = in_batch.get((mailbox_id, parent)) or _find_thread(conn, mailbox_id, [parent])
+            # Stored rows first: one by one, the oldest message with that Message-ID would answer.
+            thread_id = _find_thread(conn, mailbox_id, [parent]) or in_batch.get((mailbox_id, parent))
             if thread_id:
                 break
         if thread_id is None:
@@ -236,12 +237,15 @@ def recent_copies(conn: sqlite3.Connection, keys: list[tuple[str, str, str]], si
     found: set[tuple[str, str, str]] = set()
     for start in range(0, len(keys), 400):
         chunk = keys[start:start + 400]
-        # Row values looked up in the (mailbox_id, message_id) index; the unary + keeps SQLite
-        # from walking the (mailbox_id, created_at) index over every message of the last day.
+        # Each key is looked up in the (mailbox_id, message_id) index: CROSS JOIN keeps the
+        # keys as the outer loop (a row-value IN over several keys scans the table), and the
+        # unary + keeps SQLite from walking the (mailbox_id, created_at) index over every
+        # message of the last day.
         rows = conn.execute(
-            "SELECT m.mailbox_id, f.name, m.message_id FROM messages m JOIN folders f ON f.id = m.folder_id "
-            f"WHERE (m.mailbox_id, m.message_id) IN (VALUES {', '.join(['(?, ?)'] * len(chunk))}) "
-            "AND +m.created_at >= ?", [v for mailbox_id, _, mid in chunk for v in (mailbox_id, mid)] + [since])
+            f"SELECT m.mailbox_id, f.name, m.message_id FROM (VALUES {', '.join(['(?, ?)'] * len(chunk))}) AS k "
+            "CROSS JOIN messages m ON m.mailbox_id = k.column1 AND m.message_id = k.column2 "
+            "JOIN folders f ON f.id = m.folder_id WHERE +m.created_at >= ?",
+            [v for mailbox_id, _, mid in chunk for v in (mailbox_id, mid)] + [since])
         found.update((mailbox_id, folder, mid) for mailbox_id, folder, mid in rows)
     return found & set(keys)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from openmailserver.core.deliver import Delivery, _index_jobs
 from openmailserver.store import accounts, messages
 from openmailserver.store.db import Database, mergeable
 
@@ -33,6 +34,9 @@ def _specs(mailboxes: list[str]) -> list[dict]:
         {"mailbox_id": b, "folder": "INBOX", "filename": "new/5", "size": 2000,
          "meta": meta("m5@x", "late", references=["old@x"]), "internal_date": "2020-01-01T00:00:00Z"},
         {"mailbox_id": a, "folder": "INBOX", "filename": "new/6", "size": 50, "meta": meta("m6@x", "alone")},
+        {"mailbox_id": a, "folder": "INBOX", "filename": "new/7", "size": 10, "meta": meta("old@x", "old again")},
+        {"mailbox_id": a, "folder": "INBOX", "filename": "new/8", "size": 10,
+         "meta": meta("m8@x", "Re: old", in_reply_to="old@x")},  # the stored copy of old@x answers first
     ]
 
 
@@ -94,6 +98,7 @@ def test_a_batch_indexes_like_one_message_at_a_time(tmp_path: Path) -> None:
     threads = {filename: thread for filename, _, _, _, _, _, thread, *_ in state["messages"]}
     assert threads["new/1"] == threads["new/2"] == threads["cur/3"] != threads["new/6"]
     assert threads["new/5"] == threads["new/old-1"]
+    assert threads["new/8"] == threads["new/old-0"] != threads["new/7"]
     assert state["rows"][3] == (2, "INBOX", False, True)  # b: 1010 bytes used, quota 2500
     assert state["rows"][4] == (3, "INBOX", True, True)  # b: 3010 bytes used
     assert state["rows"][2] == (1, "Sent", False, False)
@@ -107,6 +112,29 @@ def test_a_missing_folder_fails_the_batch(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="Nowhere"):
         db.write(messages.record_messages, specs)
     assert db.read(lambda conn: conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]) == 0
+    db.close()
+
+
+def test_duplicates_are_found_among_stored_rows_and_earlier_in_the_batch(tmp_path: Path) -> None:
+    db = Database(tmp_path / "dup.db")
+    mailboxes = db.write(_setup)
+    mailbox = {"id": mailboxes[0]}
+
+    def copy(message_id: str, dedupe: bool = True) -> Delivery:
+        return Delivery(mailbox=mailbox, data=b"x", meta={"message_id": message_id}, dedupe=dedupe)
+
+    db.write(_index_jobs, [([(copy("stored@x"), "new/0")], None)])
+
+    def index(conn: sqlite3.Connection) -> list[list[dict]]:
+        return _index_jobs(conn, [
+            ([(copy("stored@x"), "new/1"), (copy("fresh@x"), "new/2")], None),
+            ([(copy("fresh@x"), "new/3"), (copy("fresh@x", dedupe=False), "new/4")], None),
+        ])
+
+    first, second = db.write(index)
+    assert first[0] == {"duplicate": True, "filename": "new/1"} and "uid" in first[1]
+    assert second[0] == {"duplicate": True, "filename": "new/3"} and "uid" in second[1]
+    assert db.read(lambda conn: conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]) == 3
     db.close()
 
 

@@ -77,11 +77,14 @@ def test_duplicate_check_uses_the_message_id_index(tmp_path: Path) -> None:
         statements: list[str] = []
         conn.set_trace_callback(statements.append)
         try:
-            assert not messages.recent_copies(conn, [(mailbox["id"], "INBOX", "new@x.test")], "2000-01-01T00:00:00Z")
+            assert not messages.recent_copies(conn, [(mailbox["id"], "INBOX", "new@x.test"),
+                                                     (mailbox["id"], "INBOX", "other@x.test")],
+                                              "2000-01-01T00:00:00Z")
         finally:
             conn.set_trace_callback(None)
         [query] = [s for s in statements if "message_id" in s]
         return " ".join(str(tuple(row)) for row in conn.execute("EXPLAIN QUERY PLAN " + query))
 
-    assert "messages_msgid" in db.read(plan)
+    found = db.read(plan)
+    assert "messages_msgid" in found and "SCAN m " not in found + " "
     db.close()
