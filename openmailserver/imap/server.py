@@ -897,26 +897,24 @@ class Session:
         # from before, the folder is read again and the APPEND tried once more.
         has_keywords = any(not f.startswith("\\") for f in args.flags)
         folder = None if has_keywords else self.append_folders.get(args.mailbox)
-        if folder is not None:
+        while True:
+            fresh = folder is None
+            if fresh:
+                folder = await self.rt.adb.read(get_folder, self.mailbox["id"], args.mailbox)
+                if folder is None:
+                    return "NO [TRYCREATE] Mailbox does not exist"
+                if len(self.append_folders) >= 64:
+                    self.append_folders.clear()
+                self.append_folders[args.mailbox] = folder
             try:
                 return await self.append_to(folder, args, prepared)
             except MailError as exc:
                 if not _folder_gone(exc):
                     raise
                 self.append_folders.pop(args.mailbox, None)
-        folder = await self.rt.adb.read(get_folder, self.mailbox["id"], args.mailbox)
-        if folder is None:
-            return "NO [TRYCREATE] Mailbox does not exist"
-        if len(self.append_folders) >= 64:
-            self.append_folders.clear()
-        self.append_folders[args.mailbox] = folder
-        try:
-            return await self.append_to(folder, args, prepared)
-        except MailError as exc:
-            if not _folder_gone(exc):
-                raise
-            self.append_folders.pop(args.mailbox, None)
-            return "NO [TRYCREATE] Mailbox does not exist"
+                if fresh:  # gone again between the read and the transaction
+                    return "NO [TRYCREATE] Mailbox does not exist"
+                folder = None
 
     async def append_to(self, folder: dict[str, Any], args: p.AppendArgs,
                         prepared: tuple[bytes, dict[str, Any], tuple[bytes, bytes]]) -> str:

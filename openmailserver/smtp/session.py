@@ -523,8 +523,8 @@ class Session(asyncio.Protocol):
                 smtputf8 = True
             elif key == "AUTH" and value:  # RFC 4954 §5: noted by the client, not needed here
                 pass
-            else:
-                self.reply("555 5.5.4 MAIL FROM parameters not recognized or not implemented")
+            else:  # RFC 5321 §4.1.1.11: a parameter we do not support is refused with 555
+                self.reply(f"555 5.5.4 Unsupported MAIL FROM parameter: {param[:64]}")
                 return
         if not smtputf8 and not address.isascii():
             self.reply("553 5.6.7 Non-ASCII address needs SMTPUTF8 (RFC 6531 section 3.4)")
@@ -547,8 +547,8 @@ class Session(asyncio.Protocol):
             self.reply("501 5.5.4 Syntax: RCPT TO:<address>")
             return
         address, params = parsed
-        if params:
-            self.reply("555 5.5.4 RCPT TO parameters not recognized or not implemented")
+        if params:  # we offer no RCPT extension (no DSN): RFC 5321 §4.1.1.11, 555
+            self.reply(f"555 5.5.4 Unsupported RCPT TO parameter: {params[0][:64]}")
             return
         if not self.smtputf8 and not address.isascii():
             self.reply("553 5.6.7 Non-ASCII address needs SMTPUTF8 (RFC 6531 section 3.4)")

@@ -141,6 +141,34 @@ def test_oversized_data_is_refused_after_its_end_and_the_session_goes_on() -> No
     assert b"552 5.3.4" in replies and replies.endswith(b"250 2.0.0 OK\r\n") and messages == []
 
 
+def test_envelope_parameters_known_ones_accepted_others_refused() -> None:
+    replies = _replies(_drive(_Recorder(wait=False), [
+        b"EHLO c\r\n",
+        b"MAIL FROM:<s@x.test> SIZE=100 BODY=8BITMIME AUTH=<> SMTPUTF8\r\n",
+        b"RCPT TO:<a@y.test> NOTIFY=NEVER\r\n",   # DSN is not offered
+        b"RSET\r\n",
+        b"MAIL FROM:<s@x.test> SIZE=20000\r\n",    # over the 10,000-byte limit
+        b"MAIL FROM:<s@x.test> BODY=BINARYMIME\r\n",
+        b"MAIL FROM:<s@x.test> SIZE=abc\r\n",
+        b"MAIL FROM:<s@x.test> RET=HDRS\r\n",
+        b"MAIL FROM:<s\xc3\xa9@x.test>\r\n",          # non-ASCII without SMTPUTF8
+        b"MAIL FROM:<s\xc3\xa9@x.test> SMTPUTF8\r\n",
+        b"RCPT TO:<\xc3\xa9@y.test>\r\n",
+    ]))
+    assert replies[2:] == [
+        b"250 2.1.0 OK",
+        b"555 5.5.4 Unsupported RCPT TO parameter: NOTIFY=NEVER",
+        b"250 2.0.0 OK",
+        b"552 5.3.4 Message size exceeds fixed maximum message size",
+        b"555 5.5.4 Unsupported MAIL FROM parameter: BODY=BINARYMIME",
+        b"555 5.5.4 Unsupported MAIL FROM parameter: SIZE=abc",
+        b"555 5.5.4 Unsupported MAIL FROM parameter: RET=HDRS",
+        b"553 5.6.7 Non-ASCII address needs SMTPUTF8 (RFC 6531 section 3.4)",
+        b"250 2.1.0 OK",
+        b"250 2.1.5 OK",
+    ]
+
+
 class _Submission(_Recorder):
     """AUTH offered and required, as on the submission ports; the password is "right"."""
 
