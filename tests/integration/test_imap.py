@@ -589,6 +589,39 @@ def test_append_follows_a_folder_renamed_or_recreated_by_another_session(server,
     second.logout()
 
 
+def test_concurrent_appends_get_distinct_uids_and_the_quota_holds_for_each(server):
+    """APPENDs from many sessions at once (indexed together by the group commit): each gets
+    its own UID, the selected session sees them all, and once the quota is reached the rest
+    are refused one by one, leaving no file behind."""
+    address = "busy@imap.test"
+    body = "x" * 3000
+    size = len(message("m0", body))  # CRLF already: stored as sent
+    server.create_mailbox("busy", password=PASSWORD, quota=size * 12 + size // 2)
+    watcher = imap(server, address)
+    ok(watcher.select("INBOX"))
+
+    def append(n: int) -> tuple[str, bytes]:
+        c = imap(server, address)
+        try:
+            typ, data = c.append("INBOX", None, None, message(f"m{n}", body))
+            return typ, data[0]
+        finally:
+            c.logout()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(append, range(20)))
+    stored = [data for typ, data in results if typ == "OK"]
+    assert len(stored) == 12
+    assert all(typ == "NO" and data.startswith(b"[OVERQUOTA]") for typ, data in results if typ != "OK")
+    uids = sorted(int(re.match(rb"\[APPENDUID \d+ (\d+)\]", data).group(1)) for data in stored)
+    assert uids == list(range(1, 13))
+    assert len(server.messages_on_disk(address)) == 12
+    ok(watcher.noop())
+    assert watcher.untagged_responses.get("EXISTS", [b"0"])[-1] == b"12"
+    assert len(ok(watcher.uid("SEARCH", "ALL"))[0].split()) == 12
+    watcher.logout()
+
+
 def test_garbage_and_abrupt_disconnects_leave_the_daemon_healthy(server, user):
     port = int(server.settings["imap_port"])
     for payload in (b"\x00" * 100, b"* " * 5000 + b"\r\n", b"a APPEND INBOX {100}\r\npartial", b"a IDLE\r\n",
