@@ -43,30 +43,20 @@ def sender_denied(address: str) -> MailError:
                      smtp=(553, "5.7.1"), fix="send as the mailbox's own address or an alias that delivers to it")
 
 
+def _delivers_to(conn: sqlite3.Connection, mailbox: dict[str, Any], alias: str) -> bool:
+    return any(t["id"] == mailbox["id"] for t in recipients.resolve(conn, parse_address(alias)).mailboxes)
+
+
 def allowed_senders(conn: sqlite3.Connection, mailbox: dict[str, Any]) -> set[str]:
     """The mailbox's address and every (non catch-all) alias that delivers to it."""
-    allowed = {mailbox["address"]}
-    for alias in accounts.list_aliases(conn):
-        if alias["source"].startswith("@"):
-            continue
-        targets = recipients.resolve(conn, parse_address(alias["source"])).mailboxes
-        if any(t["id"] == mailbox["id"] for t in targets):
-            allowed.add(alias["source"])
-    return allowed
+    return {mailbox["address"]} | {alias["source"] for alias in accounts.list_aliases(conn)
+                                   if not alias["source"].startswith("@")
+                                   and _delivers_to(conn, mailbox, alias["source"])}
 
 
 def _normalised(address: str) -> str:
     parsed = parse_address(address)
     return f"{parsed.local.lower()}@{parsed.domain}"
-
-
-def check_sender(allowed: set[str], address: str) -> None:
-    try:
-        normalised = _normalised(address)
-    except MailError:
-        raise sender_denied(address) from None
-    if normalised not in allowed:
-        raise sender_denied(address)
 
 
 def check_rate(conn: sqlite3.Connection, mailbox_id: str, limit: int) -> None:
@@ -91,10 +81,7 @@ def may_send_as(conn: sqlite3.Connection, mailbox: dict[str, Any], address: str)
         return False
     if normalised == mailbox["address"]:
         return True
-    if accounts.get_alias(conn, normalised) is None:
-        return False
-    targets = recipients.resolve(conn, parse_address(normalised)).mailboxes
-    return any(t["id"] == mailbox["id"] for t in targets)
+    return accounts.get_alias(conn, normalised) is not None and _delivers_to(conn, mailbox, normalised)
 
 
 def _from_addresses(headers: Message) -> list[str]:
@@ -122,6 +109,11 @@ def _prepare(rt: Runtime, mailbox: dict[str, Any], envelope_from: str, parsed: l
     from_addresses = _from_addresses(headers)
 
     def look_up(conn: sqlite3.Connection) -> tuple[dict | None, list[recipients.Resolution]]:
+        # The caller's row may be older than this message (read at SMTP MAIL, say).
+        current = accounts.get_mailbox_by_id(conn, mailbox["id"])
+        if current is None or not current["active"]:
+            raise MailError("mailbox_disabled", "the sending mailbox is disabled or deleted", http_status=403,
+                            smtp=(550, "5.7.1"))
         if not may_send_as(conn, mailbox, envelope_from):
             raise sender_denied(envelope_from)
         # Every address in From: must be ours to use (RFC 6409 §8.1 lets us enforce it).
@@ -152,12 +144,9 @@ def _prepare(rt: Runtime, mailbox: dict[str, Any], envelope_from: str, parsed: l
                     raise MailError("mailbox_full", f"{text}: the mailbox is full", http_status=422,
                                     smtp=(452, "4.2.2"), fix="the recipient must free space first")
                 local.setdefault(target["id"], (target, text))
-    added = missing_id_and_date(headers, settings.mail_host)  # RFC 6409 §8.3
+    added, values = missing_id_and_date(headers, settings.mail_host)  # RFC 6409 §8.3
     raw = added + raw
-    meta = mime.index_meta_of(headers)
-    if added:  # what the index keeps of the fields just added
-        new = mime.index_meta(added + b"\r\n")
-        meta.update({key: new[key] for key in ("message_id", "date") if new[key]})
+    meta = {**mime.index_meta_of(headers), **values}
     signed = raw
     if domain is not None:
         signed = dkim.sign(raw, domain["name"], domain["dkim_selector"], domain["dkim_private_key"]) + raw
@@ -193,7 +182,7 @@ async def submit(rt: Runtime, *, mailbox: dict[str, Any], envelope_from: str, to
     try:
         prepared = await asyncio.shield(preparing)
     except asyncio.CancelledError:
-        # The caller went away (an SMTP client hanging up): a spool file written meanwhile has no row.
+        # The caller went away (an API client, a shutdown): a spool file written meanwhile has no row.
         preparing.add_done_callback(lambda done: _drop_spool(rt, done))
         raise
     message, meta, local, remote, spool_path = (prepared.message, prepared.meta, prepared.local,
@@ -225,15 +214,20 @@ async def submit(rt: Runtime, *, mailbox: dict[str, Any], envelope_from: str, to
         if record is not None:
             record(conn, row)
 
-    try:
-        rows = await deliver(rt, deliveries, also=enqueue)
-    except BaseException:
-        if spool_path:
-            await rt.run(spool.remove, settings.data_dir, spool_path)
-        raise
-    for event in published:
-        rt.hub.publish(event)
-    rt.metrics.submitted.labels(client.split(" ", 1)[0]).inc()
-    if remote:
-        rt.queue_wakeup.set()
+    def settled(done: asyncio.Future) -> None:
+        # Also when the caller went away meanwhile: the delivery goes on, and only its
+        # outcome says whether the spool copy is the queue's now or to be removed.
+        if done.cancelled() or done.exception() is not None:
+            if spool_path:
+                rt.pool.submit(spool.remove, settings.data_dir, spool_path)
+            return
+        for event in published:
+            rt.hub.publish(event)
+        rt.metrics.submitted.labels(client.split(" ", 1)[0]).inc()
+        if remote:
+            rt.queue_wakeup.set()
+
+    delivering = asyncio.ensure_future(deliver(rt, deliveries, also=enqueue))
+    delivering.add_done_callback(settled)
+    rows = await asyncio.shield(delivering)
     return Submitted(outbound=outbound, sent_copy=rows[0], local=len(local), remote=len(remote))

@@ -43,6 +43,9 @@ CHUNK = 20  # messages a lane takes from the queue at a time
 # Like Postfix's smtp_connection_reuse_time_limit: a connection is not reused for new
 # chunks after this long, so a long backlog is spread over fresh MX lookups and hosts.
 CONNECTION_REUSE_SECONDS = 300.0
+# Messages sent whose outcome could not be recorded (the database refused the write) stay
+# claimed this long: released at once, a lane would send them again and again.
+HOLD_UNRECORDED_SECONDS = 60.0
 IDLE_POLL = 1.0
 # While lanes run they take their own work; the dispatcher only starts new lanes, and need
 # not read the queue at every new message to do that.
@@ -82,6 +85,7 @@ class _Outcomes:
         self.runner = runner
         self.waiting: list[Outcome] = []
         self.finished: list[str] = []
+        self.unrecorded: list[dict] = []  # rows whose outcome could not be committed
         self.task: asyncio.Task | None = None
 
     def add(self, rows: list[dict], hop: Hop | None, replies: dict[str, Reply], tls: str | None) -> None:
@@ -95,9 +99,10 @@ class _Outcomes:
                 batch, self.waiting = self.waiting, []
                 try:
                     self.finished += await self.runner._settle_many(batch)
-                except Exception as exc:  # noqa: BLE001 - not recorded: the rows stay due
-                    # and the remote's duplicate check (or ours, for a local copy) meets the message again.
+                except Exception as exc:  # noqa: BLE001 - not recorded: the rows stay due (and are
+                    # held back a while); the remote's duplicate check (or ours) meets the message again.
                     log.error("could not record %d delivery outcomes: %s", len(batch), exc)
+                    self.unrecorded += [row for rows, *_ in batch for row in rows]
         finally:
             self.task = None
 
@@ -115,6 +120,7 @@ class QueueRunner:
         self.schedule = parse_durations(rt.settings.retry_schedule)
         self.in_flight: set[str] = set()
         self.in_flight_rows: dict[str, int] = defaultdict(int)  # per lane key
+        self.held: set[str] = set()  # claimed rows whose outcome could not be recorded
         self.lanes: dict[str, int] = defaultdict(int)  # open lanes per lane key
         self.tasks: set[asyncio.Task] = set()
         self._claims = asyncio.Lock()
@@ -151,9 +157,21 @@ class QueueRunner:
         """Give rows back once their outcome is committed (or they were never tried)."""
         async with self._claims:
             for row in rows:
-                if row["id"] in self.in_flight:
+                if row["id"] in self.in_flight and row["id"] not in self.held:
                     self.in_flight.discard(row["id"])
                     self.in_flight_rows[self._key(row)] -= 1
+
+    def _hold(self, rows: list[dict]) -> None:
+        """Keep `rows` claimed for HOLD_UNRECORDED_SECONDS, then give them back."""
+        self.held.update(row["id"] for row in rows)
+
+        def unhold() -> None:
+            self.held.difference_update(row["id"] for row in rows)
+            task = asyncio.create_task(self._release(rows))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+        asyncio.get_running_loop().call_later(HOLD_UNRECORDED_SECONDS, unhold)
 
     async def _dispatch(self) -> None:
         if self._total_lanes() >= self.settings.delivery_concurrency:
@@ -220,6 +238,7 @@ class QueueRunner:
                 if connection is not None:
                     connection = await self._send_chunk(connection, key, rows, settled)
                 await self._release(rows)
+                rows = []  # released: the finally below must not release them again
                 if connection is None:
                     break
                 rows = await self._next_chunk(key)
@@ -283,10 +302,16 @@ class QueueRunner:
         datas = await self.rt.run(_read_spools, self.settings.data_dir, [m[0]["spool"] for m in grouped])
         outcomes = _Outcomes(self)
         try:
-            return await self._send_each(connection, key, grouped, datas, outcomes, settled)
+            next_connection = await self._send_each(connection, key, grouped, datas, outcomes, settled)
         finally:
             # The caller releases the rows next: their outcomes must be committed by then.
             await self._finish(await outcomes.committed())
+            if outcomes.unrecorded:
+                self._hold(outcomes.unrecorded)
+        if outcomes.unrecorded and next_connection is not None:
+            await next_connection.close()  # the database refuses writes: this lane stops here
+            return None
+        return next_connection
 
     async def _send_each(self, connection: Outbound, key: str, grouped: list[list[dict]],
                          datas: list[bytes | None], outcomes: _Outcomes, settled: set[str]) -> Outbound | None:

@@ -17,19 +17,19 @@ def new_message_id(hostname: str) -> str:
     return f"<{secrets.token_hex(12)}@{hostname}>"
 
 
-def ensure_id_and_date(raw: bytes, hostname: str) -> bytes:
-    """Add `Message-ID` and `Date` when absent (RFC 5322 §3.6; RFC 6409 §8.3 lets submission do it)."""
-    return missing_id_and_date(parse_headers(raw), hostname) + raw
-
-
-def missing_id_and_date(headers: Message, hostname: str) -> bytes:
-    """The `Message-ID` and `Date` fields `ensure_id_and_date` would add to these headers."""
-    added = b""
+def missing_id_and_date(headers: Message, hostname: str) -> tuple[bytes, dict[str, str]]:
+    """The `Message-ID` and `Date` fields to add to a message that lacks them (RFC 5322 §3.6;
+    RFC 6409 §8.3 lets submission do it), and their values as the index keeps them
+    (`message_id` without brackets, `date`)."""
+    added, values = b"", {}
     if headers.get("Message-ID") is None:
-        added += f"Message-ID: {new_message_id(hostname)}\r\n".encode("ascii")
+        message_id = new_message_id(hostname)
+        added += f"Message-ID: {message_id}\r\n".encode("ascii")
+        values["message_id"] = message_id[1:-1]
     if headers.get("Date") is None:
-        added += f"Date: {format_datetime(datetime.now(timezone.utc))}\r\n".encode("ascii")
-    return added
+        values["date"] = format_datetime(datetime.now(timezone.utc))
+        added += f"Date: {values['date']}\r\n".encode("ascii")
+    return added, values
 
 
 _trace_date: tuple[int, str] = (0, "")

@@ -113,15 +113,14 @@ class MXHandler(Handler):
         meta.update(spf=results.spf, dkim=results.dkim, dmarc=results.dmarc,
                     authentication_results=results.header_value, envelope_from=mail_from)
         tls = session.tls_version
-        received = trace_header("Received", (
-            f"from {helo} ([{peer_ip}]) by {host} (openmailserver) with "
-            f"{'ESMTPS' if tls else 'ESMTP'}{f' ({tls})' if tls else ''} id {queue_id}"
-            f"{{for}}; {trace_date()}"))
+        received = (f"from {helo} ([{peer_ip}]) by {host} (openmailserver) with "
+                    f"{'ESMTPS' if tls else 'ESMTP'}{f' ({tls})' if tls else ''} id {queue_id}")
+        date = trace_date()
         trace_common = trace_header("Authentication-Results", results.header_value)
         deliveries = []
         for mailbox, rcpt, subaddress in session.txn["targets"].values():
             head = (trace_header("Return-Path", f"<{mail_from}>") + trace_header("Delivered-To", rcpt)
-                    + received.replace(b"{for}", f" for <{rcpt}>".encode("utf-8")) + trace_common)
+                    + trace_header("Received", f"{received} for <{rcpt}>; {date}") + trace_common)
             deliveries.append(Delivery(mailbox=mailbox, data=head + raw, meta={**meta, "subaddress": subaddress},
                                        dedupe=True, imap_cache=(head + header, envelope)))
         await deliver(self.rt, deliveries)

@@ -583,7 +583,9 @@ class Session(asyncio.Protocol):
         self.buffer.clear()
         end = data.find(b"\r\n.\r\n", max(self.data_scanned - 4, 0))
         if end < 0:
-            if len(data) - 2 > self.size_limit:
+            # The message is at least what follows the leading CRLF, less a partial end
+            # marker (".", ".\r"): never refuse one that is exactly at the limit.
+            if len(data) - 4 > self.size_limit:
                 # Too big: keep only what may hold the start of the end marker.
                 self.data_too_big = True
                 del data[2:-4]

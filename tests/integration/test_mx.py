@@ -312,6 +312,24 @@ def test_helo_works_too(mx):
         raw.sendall(b"QUIT\r\n")
 
 
+def test_each_copy_names_its_own_recipient_whatever_the_client_says(mx):
+    """The Received field's "for <rcpt>" is added per copy; text from the client (its HELO
+    name) is taken as it is, never as part of the template."""
+    s = RawSMTP(mx.smtp_port)
+    assert s.cmd("HELO weird{for}.client.test").startswith("250")
+    assert s.cmd("MAIL FROM:<x@remote.test>").startswith("250")
+    assert s.cmd("RCPT TO:<alice@a.test>").startswith("250")
+    assert s.cmd("RCPT TO:<bob@a.test>").startswith("250")
+    assert s.cmd("DATA").startswith("354")
+    assert s.cmd("Subject: trace\r\n\r\nbody\r\n.").startswith("250")
+    s.close()
+    for rcpt in ("alice@a.test", "bob@a.test"):
+        [raw] = mx.messages_on_disk(rcpt)
+        received = " ".join(_headers(raw)["Received"].split())
+        assert received.startswith("from weird{for}.client.test ([127.0.0.1]) by mx.a.test")
+        assert received.count(" for <") == 1 and f" for <{rcpt}>;" in received
+
+
 def test_a_retried_message_is_stored_once(mx):
     """A sender that lost our 250 sends again: the same Message-ID is not stored twice (RFC 1047)."""
     data = build_message("x@remote.test", "alice@a.test", "retried", message_id="<same@remote.test>")

@@ -187,6 +187,36 @@ def test_rate_limit_gives_450(make_daemon, dns_server):
     assert "450 4.7.1" in over.stdout
 
 
+def test_a_mailbox_disabled_during_the_transaction_sends_nothing(make_daemon, dns_server):
+    """MAIL was accepted, then the admin disables the mailbox: its DATA is refused."""
+    a = make_daemon("a", dns_nameservers=[dns_server.address])
+    a.create_mailbox("alice", password=PASSWORD)
+    a.create_mailbox("carol")
+
+    async def go() -> aiosmtplib.SMTPResponse:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=a.settings["submission_starttls_port"],
+                                 start_tls=False, tls_context=insecure_tls())
+        await client.connect()
+        await client.starttls(tls_context=insecure_tls())
+        await client.login("alice@a.test", PASSWORD)
+        await client.mail("alice@a.test")
+        await client.rcpt("carol@a.test")
+        with a.http() as api:
+            assert api.patch("/v1/mailboxes/alice@a.test", json={"active": False}).status_code == 200
+        try:
+            await client.data(build_message("alice@a.test", "carol@a.test", "after the disable"))
+        except aiosmtplib.SMTPDataError as exc:
+            return aiosmtplib.SMTPResponse(exc.code, exc.message)
+        finally:
+            client.close()
+        raise AssertionError("DATA was accepted")
+
+    refused = asyncio.run(go())
+    assert refused.code == 550 and "disabled" in refused.message
+    assert a.messages_on_disk("carol@a.test") == []
+    assert a.messages_on_disk("alice@a.test", "Sent") == []
+
+
 def test_alias_may_be_used_as_sender(pair):
     a, b = pair
     with a.http() as client:

@@ -169,6 +169,18 @@ def test_envelope_parameters_known_ones_accepted_others_refused() -> None:
     ]
 
 
+def test_a_message_exactly_at_the_size_limit_passes_however_its_end_arrives() -> None:
+    start = b"EHLO c\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@y.test>\r\nDATA\r\n"
+    for size, code in ((10_000, b"250 2.0.0"), (10_001, b"552 5.3.4")):
+        body = (b"y" * 98 + b"\r\n") * 99 + b"z" * (size - 9_902) + b"\r\n"
+        assert len(body) == size
+        stream = start + body + b".\r\n"
+        for cut in range(len(stream) - 8, len(stream)):
+            replies, messages = _run([stream[:cut], stream[cut:]], False)
+            assert _replies(replies)[-1].startswith(code), (size, cut)
+            assert [m[2] for m in messages] == ([body] if code == b"250 2.0.0" else [])
+
+
 class _Submission(_Recorder):
     """AUTH offered and required, as on the submission ports; the password is "right"."""
 
