@@ -26,7 +26,7 @@ import time
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from .. import mime
 from ..config import parse_durations
@@ -59,14 +59,11 @@ def _by_message(rows: list[dict]) -> dict[str, list[dict]]:
     return grouped
 
 
-def _read_spools(data_dir: Path, paths: list[str | None]) -> list[bytes | None]:
-    found: list[bytes | None] = []
-    for path in paths:
-        try:
-            found.append(spool.read(data_dir, path) if path else None)
-        except FileNotFoundError:
-            found.append(None)
-    return found
+def _read_spool(data_dir: Path, path: str | None) -> bytes | None:
+    try:
+        return spool.read(data_dir, path) if path else None
+    except FileNotFoundError:
+        return None
 
 
 def _remove_spools(data_dir: Path, paths: list[str]) -> None:
@@ -176,12 +173,13 @@ class QueueRunner:
     async def _dispatch(self) -> None:
         if self._total_lanes() >= self.settings.delivery_concurrency:
             return
+        # Which destinations have due mail, oldest first: one short answer however long the
+        # queue, so a big backlog for one domain hides no other domain's mail. Read before
+        # taking the lock (lanes release and claim meanwhile): `_take` checks again under it.
+        counts: dict[str, int] = defaultdict(int)
+        for domain, count in await self.rt.adb.read(queue.due_domains, time.time()):
+            counts["relay" if self.settings.relay_host else domain] += count
         async with self._claims:
-            # Which destinations have due mail, oldest first: one short answer however long
-            # the queue, so a big backlog for one domain hides no other domain's mail.
-            counts: dict[str, int] = defaultdict(int)
-            for domain, count in await self.rt.adb.read(queue.due_domains, time.time()):
-                counts["relay" if self.settings.relay_host else domain] += count
             for key, count in counts.items():
                 # Start lanes while the domain has connections free and unclaimed mail; each
                 # takes a chunk now and the rest later.
@@ -299,11 +297,27 @@ class QueueRunner:
         """Send each message of `rows` on `connection`; its outcomes are committed when this
         returns. Returns the connection to go on with, or None when it failed."""
         grouped = list(_by_message(rows).values())
-        datas = await self.rt.run(_read_spools, self.settings.data_dir, [m[0]["spool"] for m in grouped])
         outcomes = _Outcomes(self)
+        # Each message's spool file is read while the one before it is sent: a lane holds two
+        # messages in memory at most, however large its chunk.
+        reads: dict[int, asyncio.Future] = {}
+
+        def start(i: int) -> None:
+            if i < len(grouped) and i not in reads:
+                reads[i] = asyncio.ensure_future(self.rt.run(_read_spool, self.settings.data_dir,
+                                                             grouped[i][0]["spool"]))
+
+        async def data_of(i: int) -> bytes | None:
+            start(i)
+            start(i + 1)
+            return await reads.pop(i)
+
         try:
-            next_connection = await self._send_each(connection, key, grouped, datas, outcomes, settled)
+            next_connection = await self._send_each(connection, key, grouped, data_of, outcomes, settled)
         finally:
+            for future in reads.values():  # reads not needed any more (a lane that stopped early)
+                future.cancel()
+                future.add_done_callback(lambda done: done.cancelled() or done.exception())
             # The caller releases the rows next: their outcomes must be committed by then.
             await self._finish(await outcomes.committed())
             if outcomes.unrecorded:
@@ -314,10 +328,11 @@ class QueueRunner:
         return next_connection
 
     async def _send_each(self, connection: Outbound, key: str, grouped: list[list[dict]],
-                         datas: list[bytes | None], outcomes: _Outcomes, settled: set[str]) -> Outbound | None:
+                         data_of: Callable[[int], Awaitable[bytes | None]], outcomes: _Outcomes,
+                         settled: set[str]) -> Outbound | None:
         index = 0
         while index < len(grouped):
-            message_rows, data = grouped[index], datas[index]
+            message_rows, data = grouped[index], await data_of(index)
             first = message_rows[0]
             if data is None:
                 settled.update(r["id"] for r in message_rows)
@@ -387,7 +402,10 @@ class QueueRunner:
                 log.info("delivery %s to=<%s> via=%s tls=%s: %s", row["id"], row["recipient"],
                          f"{hop.host}[{hop.ip}]" if hop else "-", tls or "none", replies.get(row["recipient"]))
             if bounced:
-                await self._bounce(rows[0], bounced)
+                try:
+                    await self._bounce(rows[0], bounced)
+                except Exception:  # noqa: BLE001 - the outcome is recorded; the batch goes on
+                    log.exception("could not put the bounce for %s in the sender's INBOX", rows[0]["outbound_id"])
             if finished_spool:
                 finished.append(finished_spool)
         return finished

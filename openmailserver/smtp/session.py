@@ -598,8 +598,12 @@ class Session(asyncio.Protocol):
             self.reset_transaction()
             self.reply("552 5.3.4 Message too big for system")
             return True
-        # RFC 5321 §4.5.2: a line's leading period was added by the client; take it away.
-        raw = bytes(data[:end + 2]).replace(b"\r\n.", b"\r\n")[2:]
+        # RFC 5321 §4.5.2: a line's leading period was added by the client; take it away
+        # (one copy of the message when no line starts with one).
+        if data.find(b"\r\n.", 0, end + 2) < 0:
+            raw = bytes(memoryview(data)[2:end + 2])
+        else:
+            raw = bytes(data[:end + 2]).replace(b"\r\n.", b"\r\n")[2:]
         self.data_buf = bytearray()
         self._run(self.handler.data(self, raw), lambda _: self.reset_transaction())
         return True

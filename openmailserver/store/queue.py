@@ -61,9 +61,11 @@ def list_outbound(conn: sqlite3.Connection, mailbox_id: str | None = None, limit
 
 def sends_since(conn: sqlite3.Connection, mailbox_id: str, since: str, cap: int) -> tuple[int, str | None]:
     """How many messages the mailbox submitted since `since` (counted up to `cap`: a rate
-    check needs no more), and the oldest of them."""
+    check needs no more), and, once `cap` is reached, the oldest of them."""
     count = conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM outbound WHERE mailbox_id = ? AND created_at >= ? "
                          "LIMIT ?)", (mailbox_id, since, cap)).fetchone()[0]
+    if count < cap:
+        return count, None  # under the limit: when the oldest send ages out does not matter
     oldest = conn.execute("SELECT MIN(created_at) FROM outbound WHERE mailbox_id = ? AND created_at >= ?",
                           (mailbox_id, since)).fetchone()[0]
     return count, oldest

@@ -144,6 +144,25 @@ def test_sigkill_with_queued_mail_delivers_exactly_once_after_restart(pair):
     assert not list((a.data_dir / "queue").glob("*.eml"))  # spool cleaned once delivered
 
 
+def test_a_lost_spool_file_bounces_that_message_and_the_others_still_go(pair):
+    """Three messages wait for B; one loses its spool file (an admin's mistake, a disk error):
+    when B is back it bounces with its own reason, and the other two arrive."""
+    a, b = pair
+    b.stop()
+    for n in range(3):
+        assert submit_465(a, "bob@b.test", f"queued {n}").returncode == 0
+    spools = sorted((a.data_dir / "queue").glob("*.eml"))
+    assert len(spools) == 3
+    next(p for p in spools if b"queued 1" in p.read_bytes()).unlink()
+    b.start()
+    wait_for(lambda: len(b.messages_on_disk("bob@b.test")) == 2, timeout=20)
+    subjects = sorted(message_from_bytes(m)["Subject"] for m in b.messages_on_disk("bob@b.test"))
+    assert subjects == ["queued 0", "queued 2"]
+    bounce = wait_for(lambda: [m for m in a.messages_on_disk("alice@a.test") if b"5.3.0" in m], timeout=20)
+    assert b"queued message file is missing" in bounce[0]
+    wait_for(lambda: not list((a.data_dir / "queue").glob("*.eml")))
+
+
 def test_queue_hold_release_and_delete(pair):
     a, b = pair
     b.stop()
