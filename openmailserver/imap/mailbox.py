@@ -23,6 +23,9 @@ import asyncio
 import bisect
 import contextlib
 import os
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +44,9 @@ if TYPE_CHECKING:  # pragma: no cover
 SYSTEM_FLAGS = mailstate.SYSTEM_FLAG_ORDER
 FETCH_BATCH = 400
 FETCH_BATCH_BYTES = 4 * 1024 * 1024
+LOAD_AHEAD = 2  # FETCH batches read ahead of the one being sent
+INLINE_READ = 256 * 1024  # the event loop reads files up to this size...
+INLINE_READ_SECONDS = 0.004  # ...for up to this long per batch
 HEADER_READ = 16 * 1024
 HEADER_READ_MAX = 1024 * 1024
 
@@ -189,16 +195,22 @@ def compile_plan(attrs: list[p.FetchAttribute]) -> Plan:
 
 
 class FileFinder:
-    """Reads message files, also when their name changed since the view learnt it (flags renamed)."""
+    """Reads message files, also when their name changed since the view learnt it (flags renamed).
+
+    Several threads may read through one finder at once (a FETCH loads batches ahead).
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.index: Optional[dict[str, str]] = None
         self.dir_fd: Optional[int] = None
+        self.lock = threading.Lock()
 
     def _fd(self) -> int:
         if self.dir_fd is None:
-            self.dir_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+            with self.lock:
+                if self.dir_fd is None:
+                    self.dir_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
         return self.dir_fd
 
     def close(self) -> None:
@@ -211,8 +223,9 @@ class FileFinder:
             return os.open(filename, os.O_RDONLY, dir_fd=self._fd()), filename
         except FileNotFoundError:
             pass
-        if self.index is None:
-            self.index = maildir.list_files(self.folder)
+        with self.lock:
+            if self.index is None:
+                self.index = maildir.list_files(self.folder)
         current = self.index.get(maildir.base_name(filename))
         if current is None:
             return None, filename
@@ -260,19 +273,27 @@ class FileFinder:
             os.close(fd)
 
 
-def load_batch(db, folder_id: int, finder: FileFinder, uids: list[int], plan: Plan
-               ) -> tuple[dict[int, tuple], dict[int, dict], list[tuple[str, dict]]]:
-    """Message data for one FETCH batch, in the executor.
+def load_batch(db, folder_id: int, finder: FileFinder, uids: list[int], plan: Plan,
+               known: Optional[list[tuple]] = None, deadline: Optional[float] = None
+               ) -> tuple[dict[int, tuple], dict[int, dict], list[tuple[str, dict]], list[tuple]]:
+    """Message data for one FETCH batch, in the executor (or, with a deadline, on the loop).
 
     Returns details by UID (id, size, date, file; messages expunged meanwhile
-    are absent), computed data by UID, and new cache entries.
+    are absent), computed data by UID, new cache entries, and the rows left to do.
+    `known`: the view's own detail rows for these UIDs, when it has them all and
+    the plan needs no cached column; the index is then not read (a file that is
+    gone reads as expunged). With a `deadline` (a `time.perf_counter()` value:
+    the event loop is the caller), reading stops at a file over `INLINE_READ`
+    bytes or once the deadline has passed, and the rest of the rows are returned.
     """
-    rows = db.read(mailstate.message_details_for, folder_id, uids, plan.cache)
+    rows = known if known is not None else db.read(mailstate.message_details_for, folder_id, uids, plan.cache)
     details: dict[int, tuple] = {}
     data: dict[int, dict] = {}
     entries: list[tuple[str, dict]] = []
     ncache = len(plan.cache)
-    for row in rows:
+    for k, row in enumerate(rows):
+        if deadline is not None and (row[2] > INLINE_READ or time.perf_counter() > deadline):
+            return details, data, entries, rows[k:]
         uid = row[0]
         details[uid] = row[1:5]
         if plan.level < _CACHE:
@@ -319,7 +340,7 @@ def load_batch(db, folder_id: int, finder: FileFinder, uids: list[int], plan: Pl
             if new:
                 entries.append((row[1], new))
         data[uid] = out
-    return details, data, entries
+    return details, data, entries, []
 
 
 def _section_value(a: p.FetchAttribute, data: dict) -> Optional[bytes]:
@@ -635,15 +656,16 @@ class Selected:
         entries: list[tuple[str, dict]] = []
         missing = 0
         batches = self._batches(indexes, plan)
-        # One batch is read in the executor while the previous one is formatted and sent.
-        pending = asyncio.ensure_future(self._load(rt, finder, batches[0], plan)) if batches else None
+        # The next batches load (`_load`) while one is formatted and sent.
+        pending: deque[asyncio.Future] = deque()
+        ahead = iter(batches)
         try:
-            for n, batch in enumerate(batches):
-                assert pending is not None
-                details, data, new = await pending
-                pending = None
-                if n + 1 < len(batches):
-                    pending = asyncio.ensure_future(self._load(rt, finder, batches[n + 1], plan))
+            for batch in batches:
+                for following in ahead:
+                    pending.append(asyncio.ensure_future(self._load(rt, finder, following, plan)))
+                    if len(pending) > LOAD_AHEAD:
+                        break
+                details, data, new, _ = await pending.popleft()
                 entries.extend(new)
                 for i in batch:
                     msg = self.msgs[i]
@@ -661,9 +683,9 @@ class Selected:
                     self._fetch_chunks(session, i, msg, plan, item, only_seen)
                 await session.flush()
         finally:
-            if pending is not None:
+            for future in pending:
                 with contextlib.suppress(Exception):
-                    await pending
+                    await future
             finder.close()
         if entries:
             session.shared.spawn(rt.adb.write(mailstate.cache_put, entries))
@@ -689,8 +711,23 @@ class Selected:
         return batches
 
     async def _load(self, rt, finder: FileFinder, batch: list[int], plan: Plan):
-        uids = sorted(self.msgs[i].uid for i in batch)
-        return await rt.run(load_batch, rt.db, self.folder["id"], finder, uids, plan)
+        msgs = [self.msgs[i] for i in batch]
+        if plan.cache or any(m.id is None for m in msgs):
+            uids = sorted(m.uid for m in msgs)
+            return await rt.run(load_batch, rt.db, self.folder["id"], finder, uids, plan)
+        # Files in the page cache are read here: cheaper than a trip to a thread and its GIL
+        # handoff at every system call. The loop reads for a bounded time and leaves the rest
+        # (files not cached, large ones) to the executor.
+        known = [(m.uid, m.id, m.size, m.idate, m.filename) for m in msgs]
+        uids = [m.uid for m in msgs]
+        details, data, entries, rest = load_batch(rt.db, self.folder["id"], finder, uids, plan, known,
+                                                  time.perf_counter() + INLINE_READ_SECONDS)
+        if rest:
+            more = await rt.run(load_batch, rt.db, self.folder["id"], finder, [r[0] for r in rest], plan, rest)
+            details.update(more[0])
+            data.update(more[1])
+            entries.extend(more[2])
+        return details, data, entries, []
 
     def _fetch_chunks(self, session: "Session", i: int, msg: Msg, plan: Plan, data: Optional[dict],
                       only: Optional[set[int]]) -> None:
