@@ -917,9 +917,9 @@ class Session:
                 folder = None
 
     async def append_to(self, folder: dict[str, Any], args: p.AppendArgs,
-                        prepared: tuple[bytes, dict[str, Any], tuple[bytes, bytes]]) -> str:
+                        prepared: tuple[bytes, dict[str, Any]]) -> str:
         assert self.mailbox is not None
-        data, meta, cache = prepared
+        data, meta = prepared
         # Keywords are case-insensitive: keep the spelling the folder already uses (the row
         # was read for this APPEND when it names keywords).
         known = {k.lower(): k for k in mailstate.split_flags(folder.get("keywords", ""))}
@@ -927,7 +927,7 @@ class Session:
         keywords = [f for f in flags if not f.startswith("\\")]
         delivery = Delivery(mailbox=self.mailbox, data=data, meta=meta, folder=folder["name"], flags=flags,
                             direction="outbound" if folder["special_use"] in ("\\Sent", "\\Drafts") else "inbound",
-                            event_type=None, imap_cache=cache,
+                            event_type=None,
                             internal_date=iso(args.internal_date) if args.internal_date else None)
         selected = self.selected if self.selected is not None and self.selected.folder["id"] == folder["id"] \
             else None
@@ -1051,11 +1051,14 @@ class _OverQuota(MailError):
         super().__init__("over_quota", "Quota exceeded", http_status=507, smtp=(452, "4.2.2"))
 
 
-def _prepare_append(message: bytes) -> tuple[bytes, dict[str, Any], tuple[bytes, bytes]]:
-    """CRLF line ends, index metadata, and the header/ENVELOPE cache of an APPENDed message."""
+def _prepare_append(message: bytes) -> tuple[bytes, dict[str, Any]]:
+    """CRLF line ends and the index metadata of an APPENDed message.
+
+    Its IMAP cache (header block, ENVELOPE) is left to its first FETCH: an APPEND
+    answers sooner without it, and clients often never fetch what they appended.
+    """
     data = _BARE_LF.sub(b"\r\n", message) if message.count(b"\n") != message.count(b"\r\n") else message
-    header, _ = structure.split_header(data)
-    return data, mime.index_meta(data), (header, structure.envelope_bytes(header))
+    return data, mime.index_meta(data)
 
 
 Handler = Callable[[Session, p.Command], Awaitable[Optional[str]]]
