@@ -202,7 +202,7 @@ class FileFinder:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.index: Optional[dict[str, str]] = None
+        self.locator = maildir.Locator(folder)
         self.dir_fd: Optional[int] = None
         self.lock = threading.Lock()
 
@@ -223,10 +223,7 @@ class FileFinder:
             return os.open(filename, os.O_RDONLY, dir_fd=self._fd()), filename
         except FileNotFoundError:
             pass
-        with self.lock:
-            if self.index is None:
-                self.index = maildir.list_files(self.folder)
-        current = self.index.get(maildir.base_name(filename))
+        current = self.locator.find(filename)
         if current is None:
             return None, filename
         try:

@@ -16,6 +16,7 @@ import errno
 import itertools
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -181,6 +182,24 @@ def clean_tmp(folder_path: Path) -> int:
                 entry.unlink()
                 removed += 1
     return removed
+
+
+class Locator:
+    """Where a message file is now when it is not under the name the index gives: a flag
+    rename still pending (or another tool) moved it. The folder is listed at the first miss
+    and then only when asked to `refresh`, not once per file. Safe to share between threads."""
+
+    def __init__(self, folder_path: Path) -> None:
+        self.folder_path = folder_path
+        self._index: dict[str, str] | None = None
+        self._lock = threading.Lock()
+
+    def find(self, filename: str, refresh: bool = False) -> str | None:
+        """The current name (relative to the folder) of the file `filename` names, or None."""
+        with self._lock:
+            if self._index is None or refresh:
+                self._index = list_files(self.folder_path)
+            return self._index.get(base_name(filename))
 
 
 def list_files(folder_path: Path) -> dict[str, str]:

@@ -17,6 +17,7 @@ sessions poll to notice work of other sessions.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import uuid
@@ -324,21 +325,26 @@ def folder_uids(conn: sqlite3.Connection, folder_id: int) -> list[int]:
     return [r[0] for r in conn.execute("SELECT uid FROM messages WHERE folder_id = ? ORDER BY uid", (folder_id,))]
 
 
-def _locate(folder_path: Path, filename: str) -> Optional[str]:
-    """The current name of a message file that another writer may have renamed."""
-    if (folder_path / filename).exists():
-        return filename
-    base = maildir.base_name(filename)
-    if (folder_path / "new" / base).exists():
-        return f"new/{base}"
-    try:
-        with os.scandir(folder_path / "cur") as entries:
-            for entry in entries:
-                if entry.name.split(":2,", 1)[0] == base:
-                    return f"cur/{entry.name}"
-    except FileNotFoundError:
-        pass
-    return None
+def _on_current_file(locator: maildir.Locator, filename: str, action: Callable[[str], None]) -> bool:
+    """`action(name)` on a message file: under the name the index gives it or, while a flag
+    rename is still pending, the name it has now. Renames only move a file towards the name
+    the index gives, so that name is tried again before the folder is listed afresh.
+    False if the file is gone."""
+    def names() -> Iterable[Optional[str]]:
+        yield filename
+        yield locator.find(filename)
+        yield filename
+        yield locator.find(filename, refresh=True)
+
+    for name in names():
+        if name is None:
+            return False
+        try:
+            action(name)
+            return True
+        except FileNotFoundError:
+            continue
+    return False
 
 
 def rename_files(folder_path: Path, renames: list[tuple[str, str]]) -> None:
@@ -347,16 +353,23 @@ def rename_files(folder_path: Path, renames: list[tuple[str, str]]) -> None:
         fd = os.open(folder_path, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
         return
+    locator = maildir.Locator(folder_path)
     try:
         for old, new in renames:
             try:
                 os.rename(old, new, src_dir_fd=fd, dst_dir_fd=fd)
-            except FileNotFoundError:
-                current = _locate(folder_path, old)
-                if current is not None and current != new:
-                    os.rename(current, new, src_dir_fd=fd, dst_dir_fd=fd)
+            except FileNotFoundError:  # flagged again, or expunged, meanwhile
+                _on_current_file(locator, new, functools.partial(_move_to, fd, new))
     finally:
         os.close(fd)
+
+
+def _move_to(dir_fd: int, new: str, name: str) -> None:
+    """Rename `name` to `new` in the folder `dir_fd` is open on; nothing to do if it is `new`."""
+    if name == new:
+        os.stat(name, dir_fd=dir_fd)  # there, or FileNotFoundError
+    else:
+        os.rename(name, new, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 StoreMode = Literal["replace", "add", "remove"]
@@ -439,13 +452,9 @@ def expunge(conn: sqlite3.Connection, mailbox_id: str, folder_id: int, folder_pa
     conn.executemany("DELETE FROM messages WHERE id = ?", [(r["id"],) for r in doomed])
     total = sum(r["size"] for r in doomed)
     conn.execute("UPDATE mailboxes SET used_bytes = MAX(0, used_bytes - ?) WHERE id = ?", (total, mailbox_id))
+    locator = maildir.Locator(folder_path)
     for row in doomed:
-        try:
-            os.unlink(folder_path / row["filename"])
-        except FileNotFoundError:
-            current = _locate(folder_path, row["filename"])
-            if current is not None:
-                os.unlink(folder_path / current)
+        _on_current_file(locator, row["filename"], lambda name: os.unlink(folder_path / name))
     return [r["uid"] for r in doomed]
 
 
@@ -523,12 +532,12 @@ def move_messages(conn: sqlite3.Connection, src_folder_id: int, src_path: Path, 
     if keywords:
         add_keywords(conn, dst_folder_id, sorted(keywords))
     if src_path != dst_path:
+        locator = maildir.Locator(src_path)
         for filename in files:
             # The index has the name the flags call for; a pending flag rename may not
             # have happened yet, so take the file under whatever name it has now.
-            current = filename if (src_path / filename).exists() else _locate(src_path, filename)
-            if current is not None:
-                os.rename(src_path / current, dst_path / filename)
+            _on_current_file(locator, filename,
+                             lambda name, filename=filename: os.rename(src_path / name, dst_path / filename))
     return {"uidvalidity": dst["uidvalidity"], "pairs": pairs}
 
 

@@ -1,0 +1,60 @@
+"""Flag renames run behind the index (one background thread per daemon): files are found
+under the name they have now, and a folder is listed once per batch, not once per file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from openmailserver.store import maildir, mailstate
+
+
+def _folder(tmp_path: Path, count: int) -> tuple[Path, list[str]]:
+    for sub in ("new", "cur", "tmp"):
+        (tmp_path / sub).mkdir()
+    names = []
+    for n in range(count):
+        name = f"new/{n}.M1P1Q{n}.host,S=5"
+        (tmp_path / name).write_bytes(b"hello")
+        names.append(name)
+    return tmp_path, names
+
+
+def _flagged(name: str, flags: str) -> str:
+    return f"cur/{maildir.base_name(name)}:2,{flags}"
+
+
+def test_renames_find_moved_files_and_skip_gone_ones(tmp_path):
+    folder, names = _folder(tmp_path, 4)
+    # Another writer already flagged file 1 (\Flagged); file 2 was expunged; file 3 is
+    # already where this batch wants it.
+    (folder / names[1]).rename(folder / _flagged(names[1], "F"))
+    (folder / names[2]).unlink()
+    (folder / names[3]).rename(folder / _flagged(names[3], "S"))
+    mailstate.rename_files(folder, [(n, _flagged(n, "S")) for n in names])
+    assert sorted(p.name for p in (folder / "cur").iterdir()) == sorted(
+        Path(_flagged(n, "S")).name for n in (names[0], names[1], names[3]))
+    assert not list((folder / "new").iterdir())
+
+
+def test_a_batch_of_misses_lists_the_folder_once(tmp_path, monkeypatch):
+    folder, names = _folder(tmp_path, 50)
+    for name in names:  # every file moved on by a later change than this batch knows
+        (folder / name).rename(folder / _flagged(name, "T"))
+    listings = []
+    real = maildir.list_files
+    monkeypatch.setattr(maildir, "list_files", lambda path: listings.append(path) or real(path))
+    mailstate.rename_files(folder, [(n, _flagged(n, "S")) for n in names])
+    assert len(listings) == 1
+    assert sorted(p.name for p in (folder / "cur").iterdir()) == sorted(Path(_flagged(n, "S")).name for n in names)
+
+
+def test_locator_refreshes_only_when_asked(tmp_path):
+    folder, names = _folder(tmp_path, 1)
+    locator = maildir.Locator(folder)
+    assert locator.find(names[0]) == names[0]
+    moved = _flagged(names[0], "S")
+    (folder / names[0]).rename(folder / moved)
+    assert locator.find(names[0]) == names[0]  # the listing it took
+    assert locator.find(names[0], refresh=True) == moved
+    (folder / moved).unlink()
+    assert locator.find(moved, refresh=True) is None
