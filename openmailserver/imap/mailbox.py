@@ -809,6 +809,10 @@ class Selected:
                 session.untagged(b"FLAGS " + self.flags_list())
                 session.untagged(b"OK [PERMANENTFLAGS " + self.permanent_flags() + b"] Flags permitted")
         if result["modseq"] is not None:
+            if result["modseq"] == self.known_modseq + 1:
+                # Nothing else changed since this view last looked: it knows every change up
+                # to its own, and its next sync need not read back the rows it just wrote.
+                self.known_modseq = result["modseq"]
             session.publish(self.folder)
         return result["rows"]
 

@@ -346,6 +346,27 @@ def test_sessions_see_each_others_changes_at_the_right_moments(server, user):
     b.logout()
 
 
+def test_a_sessions_own_store_hides_no_change_of_another(server, user):
+    # A session's view skips reading back the rows of its own STORE only when nothing else
+    # changed before it; here `b` flags message 1 first, so `a` must still hear of that.
+    a, b = imap(server, user), imap(server, user)
+    for n in range(3):
+        ok(a.append("INBOX", None, None, message(f"m{n}")))
+    ok(a.select("INBOX"))
+    ok(b.select("INBOX"))
+    ok(b.store("1", "+FLAGS", "(\\Answered)"))
+    lines = raw(a, "STORE 2 +FLAGS.SILENT (\\Flagged)")
+    lines += raw(a, "NOOP")
+    assert any(line.startswith(b"* 1 FETCH (FLAGS (\\Answered") for line in lines), lines
+    # Its own STORE alone: the next command reports nothing it already knows.
+    ok(a.store("3", "+FLAGS.SILENT", "(\\Seen)"))
+    assert raw(a, "NOOP")[:-1] == []
+    ok(b.store("3", "-FLAGS", "(\\Seen)"))
+    assert [line for line in raw(a, "NOOP") if line.startswith(b"* ")] == [b"* 3 FETCH (FLAGS (\\Recent))"]
+    a.logout()
+    b.logout()
+
+
 def test_idle_sees_a_message_delivered_over_smtp_within_a_second(server, user):
     async def scenario() -> float:
         client = aioimaplib.IMAP4("127.0.0.1", int(server.settings["imap_port"]), timeout=10)
