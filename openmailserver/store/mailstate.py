@@ -441,20 +441,27 @@ def expunge(conn: sqlite3.Connection, mailbox_id: str, folder_id: int, folder_pa
     message never comes back.
     """
     rows = conn.execute(
-        "SELECT uid, id, flags, size, filename FROM messages WHERE folder_id = ? AND flags LIKE '%\\Deleted%' "
-        "ORDER BY uid", (folder_id,)).fetchall()
+        "SELECT uid, id, flags, size, filename, rowid FROM messages WHERE folder_id = ? "
+        "AND flags LIKE '%\\Deleted%' ORDER BY uid", (folder_id,)).fetchall()
     allowed = set(uids) if uids is not None else None
     doomed = [r for r in rows if "\\Deleted" in split_flags(r["flags"])
               and (allowed is None or r["uid"] in allowed)]
     if not doomed:
         return []
     _bump_modseq(conn, folder_id)
-    conn.executemany("DELETE FROM messages WHERE id = ?", [(r["id"],) for r in doomed])
+    conn.executemany("DELETE FROM messages WHERE rowid = ?", [(r["rowid"],) for r in doomed])
     total = sum(r["size"] for r in doomed)
     conn.execute("UPDATE mailboxes SET used_bytes = MAX(0, used_bytes - ?) WHERE id = ?", (total, mailbox_id))
-    locator = maildir.Locator(folder_path)
-    for row in doomed:
-        _on_current_file(locator, row["filename"], lambda name: os.unlink(folder_path / name))
+    try:
+        fd = os.open(folder_path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:  # the folder's directory is gone: so are its files
+        return [r["uid"] for r in doomed]
+    try:
+        locator = maildir.Locator(folder_path)
+        for row in doomed:
+            _on_current_file(locator, row["filename"], functools.partial(os.unlink, dir_fd=fd))
+    finally:
+        os.close(fd)
     return [r["uid"] for r in doomed]
 
 
