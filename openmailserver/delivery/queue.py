@@ -248,8 +248,11 @@ class QueueRunner:
             try:
                 await self._finish(await self._settle_all(unsettled, None,
                                                           Reply(451, "4.3.0 internal error during delivery")))
-            except Exception:  # noqa: BLE001 - the rows stay due and are tried again
+            except Exception:  # noqa: BLE001 - the rows stay due and are tried again, later
                 log.exception("could not record the failed delivery to %s", key)
+                # Released at once they would be taken again straight away: another MX lookup
+                # and connection (or, after a send, another copy) every time round.
+                self._hold(unsettled)
         finally:
             if connection is not None:
                 await connection.close()

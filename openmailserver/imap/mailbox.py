@@ -289,7 +289,7 @@ def load_batch(db, folder_id: int, finder: FileFinder, uids: list[int], plan: Pl
     entries: list[tuple[str, dict]] = []
     ncache = len(plan.cache)
     for k, row in enumerate(rows):
-        if deadline is not None and (row[2] > INLINE_READ or time.perf_counter() > deadline):
+        if deadline is not None and plan.level >= _CACHE and (row[2] > INLINE_READ or time.perf_counter() > deadline):
             return details, data, entries, rows[k:]
         uid = row[0]
         details[uid] = row[1:5]

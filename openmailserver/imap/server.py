@@ -1043,7 +1043,7 @@ class _StaleFolder(MailError):
 def _folder_gone(exc: MailError) -> bool:
     """Whether an APPEND failed because its folder was renamed, deleted or re-created meanwhile:
     the transaction found another folder or none by that name, or its directory was gone."""
-    return isinstance(exc, _StaleFolder) or exc.error == "not_found" or isinstance(exc.__cause__, FileNotFoundError)
+    return isinstance(exc, _StaleFolder) or isinstance(exc.__cause__, (LookupError, FileNotFoundError))
 
 
 class _OverQuota(MailError):

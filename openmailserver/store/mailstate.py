@@ -17,12 +17,13 @@ sessions poll to notice work of other sessions.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sqlite3
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Optional
+from typing import Any, Callable, Iterable, Iterator, Literal, Optional
 
 from ..util import new_id, now_iso
 from . import maildir
@@ -347,21 +348,31 @@ def _on_current_file(locator: maildir.Locator, filename: str, action: Callable[[
     return False
 
 
-def rename_files(folder_path: Path, renames: list[tuple[str, str]]) -> None:
-    """Rename message files (names relative to the folder); a file renamed meanwhile is found by base name."""
+@contextlib.contextmanager
+def _folder_fd(folder_path: Path) -> Iterator[Optional[int]]:
+    """The folder's directory open for the `*at` calls; None if it is gone, files and all."""
     try:
         fd = os.open(folder_path, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
+        yield None
         return
-    locator = maildir.Locator(folder_path)
     try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def rename_files(folder_path: Path, renames: list[tuple[str, str]]) -> None:
+    """Rename message files (names relative to the folder); a file renamed meanwhile is found by base name."""
+    with _folder_fd(folder_path) as fd:
+        if fd is None:
+            return
+        locator = maildir.Locator(folder_path)
         for old, new in renames:
             try:
                 os.rename(old, new, src_dir_fd=fd, dst_dir_fd=fd)
             except FileNotFoundError:  # flagged again, or expunged, meanwhile
                 _on_current_file(locator, new, functools.partial(_move_to, fd, new))
-    finally:
-        os.close(fd)
 
 
 def _move_to(dir_fd: int, new: str, name: str) -> None:
@@ -452,16 +463,11 @@ def expunge(conn: sqlite3.Connection, mailbox_id: str, folder_id: int, folder_pa
     conn.executemany("DELETE FROM messages WHERE rowid = ?", [(r["rowid"],) for r in doomed])
     total = sum(r["size"] for r in doomed)
     conn.execute("UPDATE mailboxes SET used_bytes = MAX(0, used_bytes - ?) WHERE id = ?", (total, mailbox_id))
-    try:
-        fd = os.open(folder_path, os.O_RDONLY | os.O_DIRECTORY)
-    except FileNotFoundError:  # the folder's directory is gone: so are its files
-        return [r["uid"] for r in doomed]
-    try:
-        locator = maildir.Locator(folder_path)
-        for row in doomed:
-            _on_current_file(locator, row["filename"], functools.partial(os.unlink, dir_fd=fd))
-    finally:
-        os.close(fd)
+    with _folder_fd(folder_path) as fd:
+        if fd is not None:
+            locator = maildir.Locator(folder_path)
+            for row in doomed:
+                _on_current_file(locator, row["filename"], functools.partial(os.unlink, dir_fd=fd))
     return [r["uid"] for r in doomed]
 
 

@@ -7,7 +7,6 @@ import sqlite3
 import time
 from typing import Any
 
-from ..errors import not_found
 from ..util import new_id, now_iso
 
 Row = dict[str, Any]
@@ -78,14 +77,12 @@ def list_events(conn: sqlite3.Connection, after: int = 0, limit: int = 100,
 
 # ---- threads ---------------------------------------------------------------
 
-def _find_thread(conn: sqlite3.Connection, mailbox_id: str, message_ids: list[str]) -> str | None:
-    for mid in message_ids:
-        row = conn.execute(
-            "SELECT thread_id FROM messages WHERE mailbox_id = ? AND message_id = ? "
-            "AND thread_id IS NOT NULL LIMIT 1", (mailbox_id, mid)).fetchone()
-        if row:
-            return row[0]
-    return None
+def _find_thread(conn: sqlite3.Connection, mailbox_id: str, message_id: str) -> str | None:
+    """The thread of a message already stored in the mailbox with this Message-ID."""
+    row = conn.execute(
+        "SELECT thread_id FROM messages WHERE mailbox_id = ? AND message_id = ? "
+        "AND thread_id IS NOT NULL LIMIT 1", (mailbox_id, message_id)).fetchone()
+    return row[0] if row else None
 
 
 # ---- messages --------------------------------------------------------------
@@ -128,8 +125,9 @@ def record_messages(conn: sqlite3.Connection, specs: list[dict[str, Any]]) -> li
     References newest first, among the mailbox's messages including those
     earlier in `specs`; else a new thread); the mailbox is charged its size
     (the row's `over_quota` says whether the mailbox now uses more than its
-    quota) and the event appended. The statements are per batch, not per
-    message: one per folder, mailbox and table.
+    quota) and the event appended. The writes are per batch, not per message:
+    one statement per folder, mailbox and table (and per thread that grows);
+    only the thread lookups of replies go message by message.
     """
     created = now_iso()
     n = len(specs)
@@ -144,7 +142,9 @@ def record_messages(conn: sqlite3.Connection, specs: list[dict[str, Any]]) -> li
             "WHERE mailbox_id = ? AND name = ? RETURNING id, uidnext, highestmodseq, uidvalidity",
             (len(indexes), len(indexes), mailbox_id, folder)).fetchone()
         if got is None:
-            raise not_found(f"folder {folder!r}")
+            # Not a MailError: `core.deliver` turns it into a temporary failure (451), as the
+            # folder may be back (re-created) by the time the sender retries.
+            raise LookupError(f"folder {folder!r} of mailbox {mailbox_id} does not exist")
         folder_id, uidnext, highest, uidvalidity = got
         first_uid, first_modseq = uidnext - len(indexes), highest - len(indexes) + 1
         for k, i in enumerate(indexes):
@@ -161,7 +161,7 @@ def record_messages(conn: sqlite3.Connection, specs: list[dict[str, Any]]) -> li
         thread_id = None
         for parent in parents:
             # Stored rows first: one by one, the oldest message with that Message-ID would answer.
-            thread_id = _find_thread(conn, mailbox_id, [parent]) or in_batch.get((mailbox_id, parent))
+            thread_id = _find_thread(conn, mailbox_id, parent) or in_batch.get((mailbox_id, parent))
             if thread_id:
                 break
         if thread_id is None:

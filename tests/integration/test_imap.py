@@ -308,12 +308,18 @@ def test_imapclient_walks_every_command(server, user):
 # ---------------------------------------------------------------------------
 
 
-def test_sessions_see_each_others_changes_at_the_right_moments(server, user):
+def two_sessions_on_three_messages(server: Daemon, user: str) -> tuple[imaplib.IMAP4, imaplib.IMAP4]:
+    """Sessions `a` and `b` with INBOX selected, `a` first (it holds \\Recent), on three messages."""
     a, b = imap(server, user), imap(server, user)
     for n in range(3):
         ok(a.append("INBOX", None, None, message(f"m{n}")))
     ok(a.select("INBOX"))
     ok(b.select("INBOX"))
+    return a, b
+
+
+def test_sessions_see_each_others_changes_at_the_right_moments(server, user):
+    a, b = two_sessions_on_three_messages(server, user)
     assert b.untagged_responses.get("RECENT") == [b"0"]  # a claimed them
     ok(a.store("2", "+FLAGS", "(\\Flagged)"))
     b.untagged_responses.clear()
@@ -349,11 +355,7 @@ def test_sessions_see_each_others_changes_at_the_right_moments(server, user):
 def test_a_sessions_own_store_hides_no_change_of_another(server, user):
     # A session's view skips reading back the rows of its own STORE only when nothing else
     # changed before it; here `b` flags message 1 first, so `a` must still hear of that.
-    a, b = imap(server, user), imap(server, user)
-    for n in range(3):
-        ok(a.append("INBOX", None, None, message(f"m{n}")))
-    ok(a.select("INBOX"))
-    ok(b.select("INBOX"))
+    a, b = two_sessions_on_three_messages(server, user)
     ok(b.store("1", "+FLAGS", "(\\Answered)"))
     lines = raw(a, "STORE 2 +FLAGS.SILENT (\\Flagged)")
     lines += raw(a, "NOOP")
@@ -562,6 +564,22 @@ def test_bad_input_gets_bad_or_no_and_never_breaks_the_session(server, user):
     assert raw(c, "\x01\x02\xff")[-1].split(b" ", 2)[1] == b"BAD"
     ok(c.noop())
     assert ok(c.select("INBOX")) == [b"0"]
+    c.logout()
+
+
+def test_fetch_reads_small_files_inline_and_large_ones_in_a_thread(server, user):
+    # Once the view knows the messages' details, the event loop reads small files itself and
+    # hands a file over 256 KB (and the rest of its batch) to an executor thread; the
+    # answer is the same whole, in order.
+    c = imap(server, user)
+    bodies = [message("small one"), message("large", ("x" * 80 + "\n") * 4000), message("small two")]
+    for body in bodies:
+        ok(c.append("INBOX", None, None, body))
+    ok(c.select("INBOX"))
+    sizes = ok(c.fetch("1:3", "(RFC822.SIZE)"))
+    assert len(sizes) == 3 and int(sizes[1].split()[-1].rstrip(b")")) > 256 * 1024
+    fetched = [item[1] for item in ok(c.fetch("1:3", "(BODY.PEEK[])")) if isinstance(item, tuple)]
+    assert fetched == [body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") for body in bodies]
     c.logout()
 
 

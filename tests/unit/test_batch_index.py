@@ -109,7 +109,7 @@ def test_a_missing_folder_fails_the_batch(tmp_path: Path) -> None:
     mailboxes = db.write(_setup)
     specs = _specs(mailboxes)
     specs[1]["folder"] = "Nowhere"
-    with pytest.raises(Exception, match="Nowhere"):
+    with pytest.raises(LookupError, match="Nowhere"):  # core.deliver answers it with a 451
         db.write(messages.record_messages, specs)
     assert db.read(lambda conn: conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]) == 0
     db.close()

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from openmailserver.store import maildir, mailstate
+from openmailserver.store import accounts, maildir, mailstate, messages
+from openmailserver.store.db import Database
 
 
 def _folder(tmp_path: Path, count: int) -> tuple[Path, list[str]]:
+    tmp_path.mkdir(exist_ok=True)
     for sub in ("new", "cur", "tmp"):
         (tmp_path / sub).mkdir()
     names = []
@@ -58,3 +60,28 @@ def test_locator_refreshes_only_when_asked(tmp_path):
     assert locator.find(names[0], refresh=True) == moved
     (folder / moved).unlink()
     assert locator.find(moved, refresh=True) is None
+
+
+def test_expunge_removes_files_whose_flag_renames_have_not_happened(tmp_path):
+    # STORE +FLAGS (\Deleted) commits the new names at once and leaves the renames to a
+    # background thread; an EXPUNGE that comes first must still remove every file.
+    folder, names = _folder(tmp_path / "mail", 20)
+    db = Database(tmp_path / "index.db")
+    try:
+        mailbox = db.write(lambda conn: accounts.insert_mailbox(
+            conn, address="u@pending.test", local_part="u", password_hash="x", quota_bytes=0,
+            domain_id=accounts.insert_domain(conn, "pending.test", "oms", "unused-key")["id"]))
+        for name in names:
+            db.write(lambda conn, name=name: messages.record_message(
+                conn, mailbox_id=mailbox["id"], folder="INBOX", filename=name, size=5, meta={}, event_type=None))
+        inbox = db.read(messages.get_folder, mailbox["id"], "INBOX")
+        pending: list[list[tuple[str, str]]] = []
+        db.write(mailstate.store_flags, inbox["id"], folder, list(range(1, 21)), "add", ["\\Deleted"],
+                 lambda _path, renames: pending.append(renames))
+        assert len(pending[0]) == 20 and all((folder / name).exists() for name in names)
+        (folder / names[0]).rename(folder / _flagged(names[0], "S"))  # another tool moved one too
+        assert sorted(db.write(mailstate.expunge, mailbox["id"], inbox["id"], folder)) == list(range(1, 21))
+        assert not list((folder / "new").iterdir()) and not list((folder / "cur").iterdir())
+        mailstate.rename_files(folder, pending[0])  # the late renames find nothing, and fail nothing
+    finally:
+        db.close()
