@@ -12,6 +12,7 @@ from .core.throttle import AuthThrottle
 from .events import Hub
 from .metrics import Metrics
 from .store import AsyncDatabase, Database
+from .store.aio import Fsyncer
 from .tls import server_context
 
 T = TypeVar("T")
@@ -27,6 +28,7 @@ class Runtime:
         # Message files being fsynced (`core.deliver`): a pool of their own, so that a delivery's
         # fsync never queues behind parsing or DNS work, nor that work behind a burst of fsyncs.
         self.store_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="store")
+        self.fsyncer = Fsyncer(self.store_pool)  # through kernel AIO from the loop where it can
         self.listeners: dict[str, tuple[str, int]] = {}
         self.hub = Hub()
         self.auth_throttle = AuthThrottle()
@@ -50,6 +52,7 @@ class Runtime:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     def close(self) -> None:
+        self.fsyncer.close()
         self.adb.close()
         self.pool.shutdown(wait=True)
         self.store_pool.shutdown(wait=True)

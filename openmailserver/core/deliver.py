@@ -122,7 +122,7 @@ def _dedupe_key(d: Delivery) -> tuple[str, str, str] | None:
 
 
 # Deliveries up to this size are written on the event loop: a write into the page cache and
-# a rename cost less than a trip to a thread. The fsyncs always run in `rt.store_pool`.
+# a rename cost less than a trip to a thread. Their fsyncs go from the loop to the kernel.
 INLINE_PLACE = 256 * 1024
 
 
@@ -146,8 +146,7 @@ def _place(targets: list[tuple[Path, str]], deliveries: list[Delivery]) -> _Stor
 
 
 def _sync(stored: _Stored) -> _Stored:
-    """fsync the placed files, then their directories. Other deliveries' jobs run alongside,
-    so the kernel gathers their fsyncs into shared journal commits."""
+    """fsync the placed files, then their directories (in a thread)."""
     files = [path / name for path, name in stored.written]
     try:
         for file in files:
@@ -185,10 +184,15 @@ async def _deliver(rt: Runtime, deliveries: list[Delivery],
     if sum(len(d.data) for d in deliveries) <= INLINE_PLACE:
         stored = _place(targets, deliveries)
         if stored.place_error is None:
-            # The fsyncs start first: the writer then has SQL to run before its own.
-            syncing = loop.run_in_executor(rt.store_pool, _sync, stored)
+            # The index goes first: its SQL and commit take longer than the fsyncs, which the
+            # kernel runs all at once (`store.aio`).
             rt.adb.enqueue(commit, _index_all, _items(targets, deliveries), also)
-            await syncing
+            files = [path / name for path, name in stored.written]
+            syncing = rt.fsyncer.start(files, list({file.parent for file in files}))
+            try:
+                await syncing
+            except Exception as exc:  # noqa: BLE001 - the delivery is undone below
+                stored.sync_error = storage_full() if storage_exhausted(exc) else exc
     else:
         stored = await loop.run_in_executor(rt.store_pool, _store, rt, targets, deliveries, commit, also)
     failure = stored.place_error

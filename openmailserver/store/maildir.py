@@ -87,15 +87,16 @@ def base_name(filename: str) -> str:
 
 def sync_dir(path: Path) -> None:
     """fsync a directory, making the renames into it durable."""
-    _fsync_path(path, os.O_RDONLY | os.O_DIRECTORY)
+    fsync_path(path, os.O_RDONLY | os.O_DIRECTORY)
 
 
 def sync_file(path: Path) -> None:
     """fsync a file's data and inode."""
-    _fsync_path(path, os.O_RDONLY)
+    fsync_path(path, os.O_RDONLY)
 
 
-def _fsync_path(path: Path, mode: int) -> None:
+def fsync_path(path: Path, mode: int) -> None:
+    """Open `path` with `mode` and fsync it; a full disk is `storage_full`."""
     try:
         fd = os.open(path, mode)
         try:

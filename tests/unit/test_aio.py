@@ -1,0 +1,113 @@
+"""store.aio: fsyncs started from the event loop, through kernel AIO or a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from openmailserver.store.aio import Fsyncer
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _files(folder: Path, count: int, prefix: str = "m") -> list[Path]:
+    files = []
+    for i in range(count):
+        path = folder / f"{prefix}{i}"
+        path.write_bytes(b"x" * 4096)
+        files.append(path)
+    return files
+
+
+@pytest.fixture
+def pool():
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        yield executor
+
+
+def _aio_or_skip(fsyncer: Fsyncer) -> None:
+    if not fsyncer._usable:  # noqa: SLF001 - which path a test takes is what it checks
+        pytest.skip("no kernel AIO on this machine")
+
+
+@pytest.mark.parametrize("kernel_aio", [True, False], ids=["aio", "threads"])
+def test_files_and_directories_are_fsynced_and_their_descriptors_closed(tmp_path, pool, kernel_aio):
+    fsyncer = Fsyncer(pool, kernel_aio=kernel_aio)
+
+    async def run() -> None:
+        await fsyncer.start(_files(tmp_path, 1), [])  # sets AIO up: its eventfd stays open
+        before = _open_fds()
+        for round_ in range(20):
+            await fsyncer.start(_files(tmp_path, 3, f"r{round_}-"), [tmp_path])
+        assert _open_fds() == before
+        assert (fsyncer._loop is not None) == kernel_aio  # noqa: SLF001
+        assert not fsyncer._waiting  # noqa: SLF001
+
+    if kernel_aio:
+        _aio_or_skip(fsyncer)
+    try:
+        asyncio.run(run())
+    finally:
+        fsyncer.close()
+
+
+def test_a_missing_file_fails_the_whole_sync_and_leaks_nothing(tmp_path, pool):
+    fsyncer = Fsyncer(pool)
+    _aio_or_skip(fsyncer)
+
+    async def run() -> None:
+        await fsyncer.start(_files(tmp_path, 1), [tmp_path])  # sets AIO up
+        before = _open_fds()
+        present = _files(tmp_path, 2, "p")
+        with pytest.raises(FileNotFoundError):
+            await fsyncer.start([present[0], tmp_path / "gone", present[1]], [tmp_path])
+        assert _open_fds() == before
+
+    try:
+        asyncio.run(run())
+    finally:
+        fsyncer.close()
+
+
+def test_an_fsync_the_kernel_refuses_reports_its_error_and_aio_stays_on(tmp_path, pool):
+    # procfs files have no fsync: io_submit refuses it (EINVAL), the thread's fsync then
+    # fails the same way, and that is the error the caller sees.
+    fsyncer = Fsyncer(pool)
+    _aio_or_skip(fsyncer)
+
+    async def run() -> None:
+        await fsyncer.start(_files(tmp_path, 1), [])
+        with pytest.raises(OSError) as failed:
+            await fsyncer.start([_files(tmp_path, 1, "ok")[0], Path("/proc/self/status")], [])
+        assert failed.value.errno == 22
+        assert fsyncer._usable  # noqa: SLF001
+        await fsyncer.start(_files(tmp_path, 2, "after"), [tmp_path])
+        assert not fsyncer._waiting  # noqa: SLF001
+
+    try:
+        asyncio.run(run())
+    finally:
+        fsyncer.close()
+
+
+def test_more_fsyncs_than_slots_go_to_threads_and_all_finish(tmp_path, pool):
+    fsyncer = Fsyncer(pool, slots=4)
+    _aio_or_skip(fsyncer)
+
+    async def run() -> None:
+        groups = [fsyncer.start(_files(tmp_path, 3, f"g{i}-"), [tmp_path]) for i in range(10)]
+        in_flight = len(fsyncer._waiting)  # noqa: SLF001
+        await asyncio.gather(*groups)
+        assert 0 < in_flight <= 4
+        assert not fsyncer._waiting  # noqa: SLF001
+
+    try:
+        asyncio.run(run())
+    finally:
+        fsyncer.close()
