@@ -790,10 +790,10 @@ class Selected:
 
     async def _store(self, session: "Session", uids: list[int], mode: mailstate.StoreMode,
                      flags: list[str]) -> list[tuple[int, str, int, str]]:
-        # Renames of flagged files go to one background thread, in commit order; the
-        # index is the authority for flags meanwhile (and after a crash).
+        # The files are renamed later (`renames.FlagRenames`); the index is the authority
+        # for flags meanwhile (and after a crash).
         result = await session.rt.adb.write(mailstate.store_flags, self.folder["id"], self.path, uids, mode, flags,
-                                            session.shared.queue_renames)
+                                            session.shared.renames.queue)
         for uid, text, modseq, filename in result["rows"]:
             i = self.index_of(uid)
             if i is not None:

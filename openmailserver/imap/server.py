@@ -33,7 +33,6 @@ import socket
 import ssl
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Optional
 
 from .. import __version__, mime
@@ -50,6 +49,7 @@ from ..util import iso, new_id
 from . import protocol as p
 from ..mime import structure
 from .mailbox import ImapError, Selected
+from .renames import FlagRenames
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +133,7 @@ class Shared:
         self.first_recent: dict[tuple[int, int], int] = {}
         self.background: set[asyncio.Task] = set()
         self.warmer: Optional[asyncio.Task] = None
-        # Renames of message files after flag changes, one at a time in commit order.
-        self.renamer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-rename")
-
-    def queue_renames(self, folder_path, renames: list[tuple[str, str]]) -> None:
-        """Called on the database writer thread while the STORE commits."""
-        try:
-            self.renamer.submit(_rename_quietly, folder_path, renames)
-        except RuntimeError:  # shutting down: rename right here
-            _rename_quietly(folder_path, renames)
+        self.renames = FlagRenames()
 
     def tls_context(self) -> ssl.SSLContext:
         return self.rt.tls_context  # shared with SMTP, so SIGHUP's certificate reload reaches IMAP too
@@ -203,13 +195,6 @@ async def _warm_cache(rt: Runtime) -> None:
                     await rt.adb.write(mailstate.cache_put, entries)
             except Exception as exc:  # noqa: BLE001 - a cache is only an optimisation
                 log.warning("IMAP cache warm-up failed: %s", exc)
-
-
-def _rename_quietly(folder_path, renames: list[tuple[str, str]]) -> None:
-    try:
-        mailstate.rename_files(folder_path, renames)
-    except OSError as exc:
-        log.warning("renaming message files in %s failed: %s", folder_path, exc)
 
 
 def _shared(rt: Runtime) -> Shared:
@@ -468,6 +453,18 @@ class Session:
                 reason = "Command not valid in this state"
             self.send(f"{cmd.tag} BAD {reason}\r\n".encode())
             return
+        # IDLE waits for the client, however long: not work that flag renames should yield to.
+        if cmd.name == "IDLE":
+            await self.run_handler(handler, cmd)
+            return
+        renames = self.shared.renames
+        renames.command_started()
+        try:
+            await self.run_handler(handler, cmd)
+        finally:
+            renames.command_ended()
+
+    async def run_handler(self, handler, cmd: p.Command) -> None:
         try:
             status = await handler(self, cmd)
         except ImapError as exc:
@@ -1146,7 +1143,7 @@ async def _start(rt: Runtime, sock: socket.socket, implicit_tls: bool) -> Callab
         if shared.background:
             await asyncio.wait(list(shared.background), timeout=3)
         if not shared.sessions:
-            await asyncio.get_running_loop().run_in_executor(None, shared.renamer.shutdown)
+            await asyncio.get_running_loop().run_in_executor(None, shared.renames.close)
 
     return stop
 

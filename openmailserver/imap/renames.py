@@ -1,0 +1,104 @@
+"""Flag renames of message files, done when the IMAP server has a quiet moment.
+
+A STORE commits the new flags, and the file names that carry them (Maildir's
+`:2,` suffix), to the index at once; that is what every session reads. The
+files themselves are renamed afterwards, on one thread, in commit order
+(`store.mailstate.rename_files`). Until then the file has its old name, and the
+readers find it by its base name (`store.maildir.Locator`).
+
+The renames wait while IMAP commands keep arriving. Every rename gives up the GIL
+and then has to get it back, so ten thousand of them (a client marking a whole
+folder read) interleaved with a stream of APPENDs slow each APPEND down by a
+third. They start once no command has run for `quiet` seconds, go in slices
+that look again in between, and stop waiting once the oldest has waited
+`patience` seconds. `close()` does whatever is left at once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from ..store import mailstate
+
+log = logging.getLogger(__name__)
+
+
+class FlagRenames:
+    def __init__(self, quiet: float = 0.05, patience: float = 2.0, slice_size: int = 256) -> None:
+        self.quiet, self.patience, self.slice_size = quiet, patience, slice_size
+        self.running = 0  # commands under way (IDLE excluded); changed on the event loop only
+        self.last_command = 0.0  # time.monotonic() at which the last of them ended
+        self._pending: deque[tuple[Path, list[tuple[str, str]], float]] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="imap-rename", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)  # a daemon that stops without closing still renames
+
+    def command_started(self) -> None:
+        self.running += 1
+
+    def command_ended(self) -> None:
+        self.running -= 1
+        self.last_command = time.monotonic()
+
+    def queue(self, folder_path: Path, renames: list[tuple[str, str]]) -> None:
+        """Called on the database writer thread while the STORE commits, so in commit order."""
+        with self._cond:
+            if self._closing:
+                closed = True
+            else:
+                closed = False
+                self._pending.append((folder_path, renames, time.monotonic()))
+                self._cond.notify()
+        if closed:
+            _rename(folder_path, renames)
+
+    def close(self) -> None:
+        """Do every pending rename now and stop the thread (blocking: call it from a thread)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _wait(self, since: float) -> float:
+        """How much longer renames queued at `since` should wait; 0 to go now."""
+        now = time.monotonic()
+        if self._closing or now - since >= self.patience:
+            return 0.0
+        if self.running:
+            return min(self.quiet, self.patience - (now - since))
+        return max(0.0, min(self.last_command + self.quiet - now, self.patience - (now - since)))
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if not self._pending:
+                        if self._closing:
+                            return
+                        self._cond.wait()
+                        continue
+                    folder_path, renames, since = self._pending[0]
+                    wait = self._wait(since)
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
+                part, rest = renames[:self.slice_size], renames[self.slice_size:]
+                if rest:
+                    self._pending[0] = (folder_path, rest, since)
+                else:
+                    self._pending.popleft()
+            _rename(folder_path, part)
+
+
+def _rename(folder_path: Path, renames: list[tuple[str, str]]) -> None:
+    try:
+        mailstate.rename_files(folder_path, renames)
+    except OSError as exc:
+        log.warning("renaming message files in %s failed: %s", folder_path, exc)
