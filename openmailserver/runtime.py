@@ -13,6 +13,7 @@ from .events import Hub
 from .metrics import Metrics
 from .store import AsyncDatabase, Database
 from .store.aio import Fsyncer
+from .store.renames import FlagRenames
 from .tls import server_context
 
 T = TypeVar("T")
@@ -29,6 +30,7 @@ class Runtime:
         # fsync never queues behind parsing or DNS work, nor that work behind a burst of fsyncs.
         self.store_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="store")
         self.fsyncer = Fsyncer(self.store_pool)  # through kernel AIO from the loop where it can
+        self.renames = FlagRenames()  # message files renamed after flag changes, when IMAP is quiet
         self.listeners: dict[str, tuple[str, int]] = {}
         self.hub = Hub()
         self.auth_throttle = AuthThrottle()
@@ -54,6 +56,7 @@ class Runtime:
     def close(self) -> None:
         self.fsyncer.close()
         self.adb.close()
+        self.renames.close()
         self.pool.shutdown(wait=True)
         self.store_pool.shutdown(wait=True)
         self.db.close()

@@ -188,9 +188,8 @@ async def _deliver(rt: Runtime, deliveries: list[Delivery],
             # kernel runs all at once (`store.aio`).
             rt.adb.enqueue(commit, _index_all, _items(targets, deliveries), also)
             files = [path / name for path, name in stored.written]
-            syncing = rt.fsyncer.start(files, list({file.parent for file in files}))
             try:
-                await syncing
+                await rt.fsyncer.start(files, list({file.parent for file in files}))
             except Exception as exc:  # noqa: BLE001 - the delivery is undone below
                 stored.sync_error = storage_full() if storage_exhausted(exc) else exc
     else:

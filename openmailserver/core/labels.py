@@ -88,7 +88,7 @@ def apply_labels(conn: sqlite3.Connection, rt: Any, mailbox: dict[str, Any], mes
     if sorted(wanted) == sorted(current):
         return folder
     mailstate.store_flags(conn, folder["id"], _folder_path(rt, mailbox, row["folder"]), [row["uid"]], "replace",
-                          system + wanted)
+                          system + wanted, rt.renames.queue)
     return folder
 
 
@@ -111,7 +111,7 @@ async def delete_thread(rt: Any, mailbox: dict[str, Any], thread_id: str) -> Non
             if folder is None:
                 continue
             path = _folder_path(rt, mailbox, folder["name"])
-            mailstate.store_flags(conn, folder_id, path, uids, "add", ["\\Deleted"])
+            mailstate.store_flags(conn, folder_id, path, uids, "add", ["\\Deleted"], rt.renames.queue)
             mailstate.expunge(conn, mailbox["id"], folder_id, path, uids)
             touched.append(folder)
         messages.delete_thread_row(conn, thread_id)
@@ -153,7 +153,7 @@ async def update_message(rt: Any, mailbox: dict[str, Any], message_id: str, *, a
         path = _folder_path(rt, mailbox, row["folder"])
         for mode, flags in (("add", add_flags), ("remove", remove_flags)):
             if flags:
-                mailstate.store_flags(conn, source["id"], path, [row["uid"]], mode, flags)
+                mailstate.store_flags(conn, source["id"], path, [row["uid"]], mode, flags, rt.renames.queue)
         touched = [source]
         if folder is not None and folder != row["folder"]:
             target = messages.get_folder(conn, mailbox["id"], folder)
@@ -183,7 +183,7 @@ async def delete_message(rt: Any, mailbox: dict[str, Any], message_id: str, perm
             raise not_found("message")
         folder = messages.get_folder(conn, mailbox["id"], current["folder"])
         path = _folder_path(rt, mailbox, current["folder"])
-        mailstate.store_flags(conn, folder["id"], path, [current["uid"]], "add", ["\\Deleted"])
+        mailstate.store_flags(conn, folder["id"], path, [current["uid"]], "add", ["\\Deleted"], rt.renames.queue)
         mailstate.expunge(conn, mailbox["id"], folder["id"], path, [current["uid"]])
         return [folder]
 

@@ -12,7 +12,7 @@ from ..store import accounts, maildir, messages, queue
 
 async def read_raw(rt: Any, row: dict[str, Any], mailbox: dict[str, Any]) -> bytes:
     root = maildir.mailbox_root(rt.settings.mail_root, mailbox["domain"], mailbox["local_part"])
-    return await rt.run((maildir.folder_dir(root, row["folder"]) / row["filename"]).read_bytes)
+    return await rt.run(maildir.read_message, maildir.folder_dir(root, row["folder"]), row["filename"])
 
 
 def attachment_url(base: str, message_id: str, attachment: dict[str, Any], names: list[str]) -> str:

@@ -219,17 +219,16 @@ class FileFinder:
             self.dir_fd = None
 
     def _open_fd(self, filename: str) -> tuple[Optional[int], str]:
-        try:
+        """The file open for reading and its current name; None if it is gone."""
+        try:  # the common case, without a closure
             return os.open(filename, os.O_RDONLY, dir_fd=self._fd()), filename
         except FileNotFoundError:
             pass
-        current = self.locator.find(filename)
-        if current is None:
-            return None, filename
-        try:
-            return os.open(current, os.O_RDONLY, dir_fd=self._fd()), current
-        except FileNotFoundError:
-            return None, filename
+        opened: list[tuple[int, str]] = []
+        if self.locator.apply(filename, lambda name: opened.append(
+                (os.open(name, os.O_RDONLY, dir_fd=self._fd()), name))):
+            return opened[0]
+        return None, filename
 
     def read(self, filename: str, size: int = 0) -> tuple[Optional[bytes], str]:
         """The whole file (None if gone) and its current name."""
@@ -790,10 +789,10 @@ class Selected:
 
     async def _store(self, session: "Session", uids: list[int], mode: mailstate.StoreMode,
                      flags: list[str]) -> list[tuple[int, str, int, str]]:
-        # The files are renamed later (`renames.FlagRenames`); the index is the authority
-        # for flags meanwhile (and after a crash).
+        # The files are renamed later (`store.renames`); the index is the authority for
+        # flags meanwhile (and after a crash).
         result = await session.rt.adb.write(mailstate.store_flags, self.folder["id"], self.path, uids, mode, flags,
-                                            session.shared.renames.queue)
+                                            session.rt.renames.queue)
         for uid, text, modseq, filename in result["rows"]:
             i = self.index_of(uid)
             if i is not None:
@@ -954,7 +953,8 @@ def _link_files(src: Path, dst: Path, files: list[tuple[str, int]]) -> list[Opti
             if fd is None:
                 out.append(None)
                 continue
-            sub, _, name = current.partition("/")
+            # The flags of the name the index gives, which a pending rename may not have yet.
+            sub, _, name = filename.partition("/")
             info = name.partition(":2,")[2]
             new_name = f"{sub}/{maildir.unique_name(size)}" + (f":2,{info}" if sub == "cur" else "")
             try:

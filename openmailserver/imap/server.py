@@ -49,7 +49,6 @@ from ..util import iso, new_id
 from . import protocol as p
 from ..mime import structure
 from .mailbox import ImapError, Selected
-from .renames import FlagRenames
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,6 @@ class Shared:
         self.first_recent: dict[tuple[int, int], int] = {}
         self.background: set[asyncio.Task] = set()
         self.warmer: Optional[asyncio.Task] = None
-        self.renames = FlagRenames()
 
     def tls_context(self) -> ssl.SSLContext:
         return self.rt.tls_context  # shared with SMTP, so SIGHUP's certificate reload reaches IMAP too
@@ -195,6 +193,9 @@ async def _warm_cache(rt: Runtime) -> None:
                     await rt.adb.write(mailstate.cache_put, entries)
             except Exception as exc:  # noqa: BLE001 - a cache is only an optimisation
                 log.warning("IMAP cache warm-up failed: %s", exc)
+
+
+_WAITS_FOR_CLIENT = frozenset({"IDLE", "AUTHENTICATE", "STARTTLS"})
 
 
 def _shared(rt: Runtime) -> Shared:
@@ -453,18 +454,18 @@ class Session:
                 reason = "Command not valid in this state"
             self.send(f"{cmd.tag} BAD {reason}\r\n".encode())
             return
-        # IDLE waits for the client, however long: not work that flag renames should yield to.
-        if cmd.name == "IDLE":
-            await self.run_handler(handler, cmd)
+        # Flag renames wait while commands run (`store.renames`), but not while one waits for
+        # the client, however long that takes.
+        if cmd.name in _WAITS_FOR_CLIENT:
+            await self._run_handler(handler, cmd)
             return
-        renames = self.shared.renames
-        renames.command_started()
+        self.rt.renames.command_started()
         try:
-            await self.run_handler(handler, cmd)
+            await self._run_handler(handler, cmd)
         finally:
-            renames.command_ended()
+            self.rt.renames.command_ended()
 
-    async def run_handler(self, handler, cmd: p.Command) -> None:
+    async def _run_handler(self, handler, cmd: p.Command) -> None:
         try:
             status = await handler(self, cmd)
         except ImapError as exc:
@@ -1142,8 +1143,6 @@ async def _start(rt: Runtime, sock: socket.socket, implicit_tls: bool) -> Callab
             await asyncio.wait_for(server.wait_closed(), 2)
         if shared.background:
             await asyncio.wait(list(shared.background), timeout=3)
-        if not shared.sessions:
-            await asyncio.get_running_loop().run_in_executor(None, shared.renames.close)
 
     return stop
 

@@ -25,8 +25,8 @@ from . import maildir
 
 log = logging.getLogger(__name__)
 
-# io_setup, io_destroy, io_submit, io_getevents
-_SYSCALLS = {"x86_64": (206, 207, 209, 208), "aarch64": (0, 1, 2, 4)}
+# io_setup, io_destroy, io_submit, io_getevents (64-bit processes only)
+_SYSCALLS = {"x86_64": (206, 207, 209, 208), "aarch64": (0, 1, 2, 4)} if ctypes.sizeof(ctypes.c_void_p) == 8 else {}
 _IOCB_CMD_FSYNC = 2
 _IOCB_FLAG_RESFD = 1
 
@@ -51,10 +51,10 @@ def _fsync_paths(paths: list[tuple[Path, int]]) -> None:
 class _Group:
     """The fsyncs of one `start`: settles `outcome` when the last of them is done."""
 
-    __slots__ = ("outcome", "fds", "left", "failure")
+    __slots__ = ("outcome", "paths", "fds", "left", "failure")
 
-    def __init__(self, outcome: asyncio.Future, fds: list[int], left: int) -> None:
-        self.outcome, self.fds, self.left = outcome, fds, left
+    def __init__(self, outcome: asyncio.Future, paths: list[tuple[Path, int]], fds: list[int], left: int) -> None:
+        self.outcome, self.paths, self.fds, self.left = outcome, paths, fds, left
         self.failure: Optional[BaseException] = None
 
     def one_done(self, failure: Optional[BaseException]) -> None:
@@ -64,7 +64,7 @@ class _Group:
             return
         for fd in self.fds:  # (an fsync in flight holds its own reference to the file)
             os.close(fd)
-        if not self.outcome.done():
+        if not self.outcome.done() and not self.outcome.get_loop().is_closed():
             if self.failure:
                 self.outcome.set_exception(self.failure)
             else:
@@ -83,7 +83,7 @@ class Fsyncer:
         self._ctx = ctypes.c_ulong(0)
         self._efd = -1
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._waiting: dict[int, _Group] = {}  # AIO request number -> its group
+        self._waiting: dict[int, tuple[_Group, int]] = {}  # AIO request -> its group, index in it
         self._next = 0
         self._refused = False  # logged once
         self._events = (_Event * 64)()
@@ -98,9 +98,12 @@ class Fsyncer:
         (with the first OSError if any failed)."""
         paths = [(f, os.O_RDONLY) for f in files] + [(d, os.O_RDONLY | os.O_DIRECTORY) for d in directories]
         loop = asyncio.get_running_loop()
+        outcome = loop.create_future()
+        if not paths:
+            outcome.set_result(None)
+            return outcome
         if not self._ready(loop, len(paths)):
             return loop.run_in_executor(self.pool, _fsync_paths, paths)
-        outcome = loop.create_future()
         fds: list[int] = []
         try:
             for path, flags in paths:
@@ -111,18 +114,21 @@ class Fsyncer:
             outcome.set_exception(exc)
             return outcome
         taken = self._submit(fds)
-        group = _Group(outcome, fds, taken + (taken < len(fds)))
-        for number in range(self._next - taken + 1, self._next + 1):
-            self._waiting[number] = group
+        group = _Group(outcome, paths, fds, taken + (taken < len(fds)))
+        for i, number in enumerate(range(self._next - taken + 1, self._next + 1)):
+            self._waiting[number] = (group, i)
         if taken < len(fds):  # the kernel took only some (or none): the rest in a thread
             rest = loop.run_in_executor(self.pool, _fsync_paths, paths[taken:])
-            rest.add_done_callback(lambda f: group.one_done(f.exception()))
+            rest.add_done_callback(lambda f: group.one_done(
+                asyncio.CancelledError() if f.cancelled() else f.exception()))
         return outcome
 
     def _ready(self, loop: asyncio.AbstractEventLoop, count: int) -> bool:
         """Whether these fsyncs can go through AIO from this loop (set up on first use)."""
         if not self._usable or len(self._waiting) + count > self.slots:
             return False
+        if self._loop is not None and self._loop.is_closed():  # a new loop (a CLI command run again)
+            self._teardown()
         if self._loop is None:
             try:
                 self._open(loop)
@@ -135,6 +141,7 @@ class Fsyncer:
     def _open(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self._calls is not None
         self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.syscall.restype = ctypes.c_long
         if self._libc.syscall(ctypes.c_long(self._calls[0]), ctypes.c_long(self.slots), ctypes.byref(self._ctx)) != 0:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code))
@@ -176,20 +183,39 @@ class Fsyncer:
                                      ctypes.c_long(len(self._events)), self._events, no_wait)
             if got <= 0:
                 return
-            for event in self._events[:got]:
-                group = self._waiting.pop(event.data, None)
-                if group is not None:
-                    group.one_done(OSError(-event.res, os.strerror(-event.res)) if event.res < 0 else None)
+            self._settle(got)
             if got < len(self._events):
                 return
 
+    def _settle(self, got: int) -> None:
+        for event in self._events[:got]:
+            waiting = self._waiting.pop(event.data, None)
+            if waiting is None:
+                continue
+            group, i = waiting
+            failure = None
+            if event.res < 0:
+                failure = OSError(-event.res, os.strerror(-event.res), str(group.paths[i][0]))
+            group.one_done(failure)
+
     def close(self) -> None:
-        """Wait for fsyncs in flight (io_destroy does) and let go of the AIO context."""
+        """Wait for the fsyncs in flight, settle them, and let go of the AIO context."""
+        self._teardown()
+        self._usable = False
+
+    def _teardown(self) -> None:
         if self._loop is None or self._libc is None or self._calls is None:
             return
+        while self._waiting:  # blocking: the kernel finishes what it has begun
+            got = self._libc.syscall(ctypes.c_long(self._calls[3]), self._ctx, ctypes.c_long(1),
+                                     ctypes.c_long(len(self._events)), self._events, None)
+            if got <= 0:
+                break
+            self._settle(got)
+        self._waiting.clear()
         if not self._loop.is_closed():
             self._loop.remove_reader(self._efd)
         self._libc.syscall(ctypes.c_long(self._calls[1]), self._ctx)
         os.close(self._efd)
         self._loop = None
-        self._usable = False
+        self._ctx = ctypes.c_ulong(0)

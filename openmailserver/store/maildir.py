@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 from ..errors import storage_full
 
@@ -201,6 +202,36 @@ class Locator:
             if self._index is None or refresh:
                 self._index = list_files(self.folder_path)
             return self._index.get(base_name(filename))
+
+    def apply(self, filename: str, action: Callable[[str], object]) -> bool:
+        """`action(name)` on a message file: under the name the index gives it (`filename`) or,
+        while a flag rename is still pending, the name it has now. Renames only move a file
+        towards the name the index gives, so that name is tried again before the folder is
+        listed afresh. False if the file is gone."""
+        def names() -> Iterator[str | None]:
+            yield filename
+            yield self.find(filename)
+            yield filename
+            yield self.find(filename, refresh=True)
+
+        for name in names():
+            if name is None:
+                return False
+            try:
+                action(name)
+                return True
+            except FileNotFoundError:
+                continue
+        return False
+
+
+def read_message(folder_path: Path, filename: str) -> bytes:
+    """A message file's bytes, `filename` being the name the index gives it (relative to the
+    folder); FileNotFoundError if it is gone."""
+    found: list[bytes] = []
+    if not Locator(folder_path).apply(filename, lambda name: found.append((folder_path / name).read_bytes())):
+        raise FileNotFoundError(errno.ENOENT, "message file is gone", str(folder_path / filename))
+    return found[0]
 
 
 def list_files(folder_path: Path) -> dict[str, str]:

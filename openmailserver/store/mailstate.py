@@ -326,28 +326,6 @@ def folder_uids(conn: sqlite3.Connection, folder_id: int) -> list[int]:
     return [r[0] for r in conn.execute("SELECT uid FROM messages WHERE folder_id = ? ORDER BY uid", (folder_id,))]
 
 
-def _on_current_file(locator: maildir.Locator, filename: str, action: Callable[[str], None]) -> bool:
-    """`action(name)` on a message file: under the name the index gives it or, while a flag
-    rename is still pending, the name it has now. Renames only move a file towards the name
-    the index gives, so that name is tried again before the folder is listed afresh.
-    False if the file is gone."""
-    def names() -> Iterable[Optional[str]]:
-        yield filename
-        yield locator.find(filename)
-        yield filename
-        yield locator.find(filename, refresh=True)
-
-    for name in names():
-        if name is None:
-            return False
-        try:
-            action(name)
-            return True
-        except FileNotFoundError:
-            continue
-    return False
-
-
 @contextlib.contextmanager
 def _folder_fd(folder_path: Path) -> Iterator[Optional[int]]:
     """The folder's directory open for the `*at` calls; None if it is gone, files and all."""
@@ -372,7 +350,7 @@ def rename_files(folder_path: Path, renames: list[tuple[str, str]]) -> None:
             try:
                 os.rename(old, new, src_dir_fd=fd, dst_dir_fd=fd)
             except FileNotFoundError:  # flagged again, or expunged, meanwhile
-                _on_current_file(locator, new, functools.partial(_move_to, fd, new))
+                locator.apply(new, functools.partial(_move_to, fd, new))
 
 
 def _move_to(dir_fd: int, new: str, name: str) -> None:
@@ -387,16 +365,15 @@ StoreMode = Literal["replace", "add", "remove"]
 
 
 def store_flags(conn: sqlite3.Connection, folder_id: int, folder_path: Path, uids: list[int],
-                mode: StoreMode, flags: list[str],
-                rename: Optional[Callable[[Path, list[tuple[str, str]]], None]] = None) -> Row:
+                mode: StoreMode, flags: list[str], rename: Callable[[Path, list[tuple[str, str]]], None]) -> Row:
     """STORE (RFC 3501 §6.4.6) on the given UIDs, atomically against other writers.
 
     Returns `rows`: (uid, flags, modseq, filename) of every targeted message
     still present, `modseq` of this change (None if nothing changed) and
     `keywords`, the folder's new keyword list if the store defined new ones.
     The files get their new names through `rename(folder_path, renames)`
-    (default: at once, here); it is called on the writer thread, so renames
-    are handed over in commit order.
+    (`rename_files`, or the daemon's `FlagRenames.queue`, which does it later);
+    it is called on the writer thread, so renames are handed over in commit order.
     """
     wanted = set(flags)
     keywords = [f for f in flags if not f.startswith("\\")]
@@ -439,7 +416,7 @@ def store_flags(conn: sqlite3.Connection, folder_id: int, folder_path: Path, uid
     if changed:
         conn.executemany("UPDATE messages SET flags = ?, filename = ?, modseq = ? WHERE rowid = ?", changed)
     if renames:
-        (rename or rename_files)(folder_path, renames)
+        rename(folder_path, renames)
     return {"rows": out, "modseq": modseq, "keywords": new_keywords}
 
 
@@ -467,7 +444,7 @@ def expunge(conn: sqlite3.Connection, mailbox_id: str, folder_id: int, folder_pa
         if fd is not None:
             locator = maildir.Locator(folder_path)
             for row in doomed:
-                _on_current_file(locator, row["filename"], functools.partial(os.unlink, dir_fd=fd))
+                locator.apply(row["filename"], functools.partial(os.unlink, dir_fd=fd))
     return [r["uid"] for r in doomed]
 
 
@@ -549,8 +526,7 @@ def move_messages(conn: sqlite3.Connection, src_folder_id: int, src_path: Path, 
         for filename in files:
             # The index has the name the flags call for; a pending flag rename may not
             # have happened yet, so take the file under whatever name it has now.
-            _on_current_file(locator, filename,
-                             lambda name, filename=filename: os.rename(src_path / name, dst_path / filename))
+            locator.apply(filename, lambda name, filename=filename: os.rename(src_path / name, dst_path / filename))
     return {"uidvalidity": dst["uidvalidity"], "pairs": pairs}
 
 

@@ -111,3 +111,45 @@ def test_more_fsyncs_than_slots_go_to_threads_and_all_finish(tmp_path, pool):
         asyncio.run(run())
     finally:
         fsyncer.close()
+
+
+def test_nothing_to_sync_is_done_at_once(pool):
+    fsyncer = Fsyncer(pool)
+
+    async def run() -> None:
+        assert fsyncer.start([], []).done()
+
+    asyncio.run(run())
+    fsyncer.close()
+
+
+def test_each_new_event_loop_gets_a_context_of_its_own(tmp_path, pool):
+    fsyncer = Fsyncer(pool)
+    _aio_or_skip(fsyncer)
+    loops = []
+
+    async def run(prefix: str) -> None:
+        await fsyncer.start(_files(tmp_path, 2, prefix), [tmp_path])
+        loops.append(fsyncer._loop)  # noqa: SLF001
+
+    try:
+        asyncio.run(run("a"))
+        asyncio.run(run("b"))
+        assert loops[0] is not None and loops[1] is not None and loops[0] is not loops[1]
+    finally:
+        fsyncer.close()
+
+
+def test_close_waits_for_fsyncs_in_flight_and_settles_them(tmp_path, pool):
+    fsyncer = Fsyncer(pool)
+    _aio_or_skip(fsyncer)
+
+    async def run() -> None:
+        await fsyncer.start(_files(tmp_path, 1), [])
+        before = _open_fds()
+        pending = fsyncer.start(_files(tmp_path, 5, "late"), [tmp_path])
+        fsyncer.close()
+        assert pending.done() and pending.exception() is None
+        assert _open_fds() == before - 1  # the eventfd is closed too
+
+    asyncio.run(run())

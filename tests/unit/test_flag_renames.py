@@ -1,4 +1,4 @@
-"""imap.renames: flag renames wait for a quiet moment, keep commit order, and are never lost."""
+"""store.renames: flag renames wait for a quiet moment, keep commit order, and are never lost."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from openmailserver.imap.renames import FlagRenames
+from openmailserver.store.renames import FlagRenames
 
 
 def _folder(tmp_path: Path, count: int) -> tuple[Path, list[str]]:
@@ -99,3 +99,11 @@ def test_a_file_gone_meanwhile_does_not_stop_the_others(tmp_path, renames):
     r = renames(quiet=0.0, patience=5.0)
     r.queue(folder, [(n, n + "S") for n in names])
     _wait_for(lambda: _on_disk(folder) == {names[0] + "S", names[2] + "S"})
+
+
+def test_an_unexpected_error_in_one_batch_does_not_stop_the_thread(tmp_path, renames):
+    folder, names = _folder(tmp_path, 1)
+    r = renames(quiet=0.0, patience=5.0)
+    r.queue(folder, [(None, None)])  # type: ignore[list-item] - os.rename raises TypeError
+    r.queue(folder, [(names[0], names[0] + "S")])
+    _wait_for(lambda: _on_disk(folder) == {names[0] + "S"})

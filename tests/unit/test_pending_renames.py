@@ -85,3 +85,27 @@ def test_expunge_removes_files_whose_flag_renames_have_not_happened(tmp_path):
         mailstate.rename_files(folder, pending[0])  # the late renames find nothing, and fail nothing
     finally:
         db.close()
+
+
+def test_readers_find_a_file_whose_rename_is_pending(tmp_path):
+    from openmailserver.imap.mailbox import FileFinder, _link_files
+
+    folder, names = _folder(tmp_path / "src", 2)
+    indexed = [_flagged(n, "FS") for n in names]  # what the index says; the renames have not run
+    assert maildir.read_message(folder, indexed[0]) == b"hello"  # the API's raw and agent views
+    finder = FileFinder(folder)
+    try:
+        (folder / names[1]).rename(folder / _flagged(names[1], "F"))  # half-way there meanwhile
+        assert finder.read(indexed[1]) == (b"hello", _flagged(names[1], "F"))  # IMAP FETCH
+    finally:
+        finder.close()
+    # COPY names the copy with the flags the index gives, not those of the old name.
+    copies = _link_files(folder, _folder(tmp_path / "dst", 0)[0], [(indexed[0], 5)])
+    assert copies[0] is not None and copies[0].startswith("cur/") and copies[0].endswith(":2,FS")
+    (folder / names[0]).unlink()
+    try:
+        maildir.read_message(folder, indexed[0])
+    except FileNotFoundError:
+        pass
+    else:
+        raise AssertionError("a file that is gone must be FileNotFoundError")

@@ -1,10 +1,10 @@
 """Flag renames of message files, done when the IMAP server has a quiet moment.
 
-A STORE commits the new flags, and the file names that carry them (Maildir's
-`:2,` suffix), to the index at once; that is what every session reads. The
-files themselves are renamed afterwards, on one thread, in commit order
-(`store.mailstate.rename_files`). Until then the file has its old name, and the
-readers find it by its base name (`store.maildir.Locator`).
+A flag change (IMAP STORE, the API's labels) commits the new flags, and the file
+names that carry them (Maildir's `:2,` suffix), to the index at once; that is
+what every reader goes by. The files themselves are renamed afterwards, all on
+one thread, in commit order (`mailstate.rename_files`). Until then a file has
+its old name, and readers find it by its base name (`maildir.Locator`).
 
 The renames wait while IMAP commands keep arriving. Every rename gives up the GIL
 and then has to get it back, so ten thousand of them (a client marking a whole
@@ -23,7 +23,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from ..store import mailstate
+from . import mailstate
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,12 @@ log = logging.getLogger(__name__)
 class FlagRenames:
     def __init__(self, quiet: float = 0.05, patience: float = 2.0, slice_size: int = 256) -> None:
         self.quiet, self.patience, self.slice_size = quiet, patience, slice_size
-        self.running = 0  # commands under way (IDLE excluded); changed on the event loop only
+        self.running = 0  # IMAP commands under way; changed on the event loop only
         self.last_command = 0.0  # time.monotonic() at which the last of them ended
         self._pending: deque[tuple[Path, list[tuple[str, str]], float]] = deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._stopped = False  # the thread has done everything and returned
         self._thread = threading.Thread(target=self._run, name="imap-rename", daemon=True)
         self._thread.start()
         atexit.register(self.close)  # a daemon that stops without closing still renames
@@ -48,19 +49,17 @@ class FlagRenames:
         self.last_command = time.monotonic()
 
     def queue(self, folder_path: Path, renames: list[tuple[str, str]]) -> None:
-        """Called on the database writer thread while the STORE commits, so in commit order."""
+        """Called on the database writer thread while the flag change commits, so in commit order."""
         with self._cond:
-            if self._closing:
-                closed = True
-            else:
-                closed = False
+            if not self._stopped:
                 self._pending.append((folder_path, renames, time.monotonic()))
                 self._cond.notify()
-        if closed:
-            _rename(folder_path, renames)
+                return
+        _rename(folder_path, renames)  # after close(): nothing is pending, so the order holds
 
     def close(self) -> None:
-        """Do every pending rename now and stop the thread (blocking: call it from a thread)."""
+        """Do every pending rename now and stop the thread; blocks until they are done."""
+        atexit.unregister(self.close)
         with self._cond:
             self._closing = True
             self._cond.notify()
@@ -81,6 +80,7 @@ class FlagRenames:
                 while True:
                     if not self._pending:
                         if self._closing:
+                            self._stopped = True
                             return
                         self._cond.wait()
                         continue
@@ -100,5 +100,5 @@ class FlagRenames:
 def _rename(folder_path: Path, renames: list[tuple[str, str]]) -> None:
     try:
         mailstate.rename_files(folder_path, renames)
-    except OSError as exc:
-        log.warning("renaming message files in %s failed: %s", folder_path, exc)
+    except Exception:  # noqa: BLE001 - the index keeps the flags; the thread must go on
+        log.exception("renaming message files in %s failed", folder_path)
