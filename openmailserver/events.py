@@ -21,24 +21,31 @@ QUEUE_LIMIT = 1000
 class Hub:
     def __init__(self) -> None:
         self._subscribers: dict[str | None, set[asyncio.Queue]] = defaultdict(set)
+        self._durable_only: set[asyncio.Queue] = set()
 
     @contextmanager
-    def subscribe(self, mailbox_id: str | None = None) -> Iterator[asyncio.Queue]:
-        """A queue receiving the events of one mailbox (None: every mailbox)."""
+    def subscribe(self, mailbox_id: str | None = None, durable_only: bool = False) -> Iterator[asyncio.Queue]:
+        """A queue receiving the events of one mailbox (None: every mailbox); with
+        `durable_only`, only those in the log."""
         queue: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_LIMIT)
         self._subscribers[mailbox_id].add(queue)
+        if durable_only:
+            self._durable_only.add(queue)
         try:
             yield queue
         finally:
+            self._durable_only.discard(queue)
             self._subscribers[mailbox_id].discard(queue)
             if not self._subscribers[mailbox_id]:
                 del self._subscribers[mailbox_id]
 
     def publish(self, event: dict[str, Any]) -> None:
         """Called on the event loop after the change is committed."""
+        durable = event.get("durable", True)
         for key in (event.get("mailbox_id"), None):
             for queue in self._subscribers.get(key, ()):
                 if queue.full():  # a stalled listener loses live events, never blocks others
                     continue
-                queue.put_nowait(event)
+                if durable or queue not in self._durable_only:
+                    queue.put_nowait(event)
 

@@ -105,22 +105,14 @@ def check_url(rt: Runtime, url: Any) -> str:
 
 async def _logged_event_or_tick(wake: asyncio.Queue, tick: float = 1.0) -> None:
     """Wait until an event that is in the log arrives (one wake for all that are queued)
-    or `tick` seconds pass (retries come due). Live-only changes (`durable=False`, an
-    IMAP flag update or APPEND) make no webhook deliveries, so they wake nothing."""
-    deadline = asyncio.get_running_loop().time() + tick
-    while True:
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            return
-        try:
-            event = await asyncio.wait_for(wake.get(), timeout=remaining)
-        except asyncio.TimeoutError:
-            return
-        logged = event.get("durable", True)
-        while not wake.empty():
-            logged = wake.get_nowait().get("durable", True) or logged
-        if logged:
-            return
+    or `tick` seconds pass (retries come due). `wake` has only logged events: live-only
+    changes (an IMAP flag update or APPEND) make no webhook deliveries."""
+    try:
+        await asyncio.wait_for(wake.get(), timeout=tick)
+    except asyncio.TimeoutError:
+        return
+    while not wake.empty():
+        wake.get_nowait()
 
 
 class Dispatcher:
@@ -135,7 +127,7 @@ class Dispatcher:
         self._stopping = False
 
     async def run(self) -> None:
-        with self.rt.hub.subscribe(None) as wake:
+        with self.rt.hub.subscribe(None, durable_only=True) as wake:
             while not self._stopping:
                 try:
                     await self.rt.adb.write(store.fan_out, time.time())

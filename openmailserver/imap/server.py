@@ -173,7 +173,7 @@ async def _warm_cache(rt: Runtime) -> None:
     file dropped into the Maildir, a burst the hub could not queue) is cached
     by its first FETCH instead.
     """
-    with rt.hub.subscribe(None) as queue:
+    with rt.hub.subscribe(None, durable_only=True) as queue:
         while True:
             ids: list[str] = []
             event = await queue.get()

@@ -40,6 +40,8 @@ def decode_text(value: Any) -> str:
     """An RFC 2047 encoded header value as text; never raises."""
     if value is None:
         return ""
+    if isinstance(value, str) and "=?" not in value:  # no encoded words: nothing to decode
+        return value.strip()
     try:
         return str(make_header(decode_header(str(value)))).strip()
     except (UnicodeError, ValueError, LookupError, TypeError):
