@@ -37,7 +37,7 @@ class FlagRenames:
         self._cond = threading.Condition()
         self._closing = False
         self._stopped = False  # the thread has done everything and returned
-        self._thread = threading.Thread(target=self._run, name="imap-rename", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="flag-renames", daemon=True)
         self._thread.start()
         atexit.register(self.close)  # a daemon that stops without closing still renames
 
@@ -68,11 +68,11 @@ class FlagRenames:
     def _wait(self, since: float) -> float:
         """How much longer renames queued at `since` should wait; 0 to go now."""
         now = time.monotonic()
-        if self._closing or now - since >= self.patience:
+        patience_left = since + self.patience - now
+        if self._closing or patience_left <= 0:
             return 0.0
-        if self.running:
-            return min(self.quiet, self.patience - (now - since))
-        return max(0.0, min(self.last_command + self.quiet - now, self.patience - (now - since)))
+        quiet_at = now + self.quiet if self.running else self.last_command + self.quiet
+        return max(0.0, min(quiet_at - now, patience_left))
 
     def _run(self) -> None:
         while True:

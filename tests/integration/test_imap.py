@@ -224,6 +224,9 @@ def test_flags_live_in_maildir_file_names_and_persist_across_restart(tmp_path):
         assert len(names) == 1 and names[0].endswith(":2,FS")
         assert not list((daemon.maildir(address) / "new").iterdir())
         ok(c.append("INBOX", None, None, message("second")))
+        # A flag change just before the stop: its rename waits for a quiet moment, and has
+        # happened once the daemon has stopped (the shutdown does any still pending).
+        ok(c.store("2", "+FLAGS", "(\\Answered)"))
         c.logout()
         # A session in IDLE does not hold up the shutdown, and is told why it ends.
         idler = imap(daemon, address)
@@ -233,6 +236,7 @@ def test_flags_live_in_maildir_file_names_and_persist_across_restart(tmp_path):
         started = time.monotonic()
         assert daemon.stop() == 0 and time.monotonic() - started < 10
         assert idler._get_line().startswith(b"* BYE")
+        assert sorted(p.name.partition(":2,")[2] for p in (daemon.maildir(address) / "cur").iterdir()) == ["FS", "R"]
         daemon.start()
         c = imap(daemon, address)
         ok(c.select("INBOX"))

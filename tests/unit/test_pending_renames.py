@@ -1,12 +1,17 @@
-"""Flag renames run behind the index (one background thread per daemon): files are found
-under the name they have now, and a folder is listed once per batch, not once per file."""
+"""Flag renames run behind the index (`store.renames`, one thread per daemon): they wait for
+a quiet moment, keep commit order and are never lost; meanwhile files are found under the
+name they have now, and a folder is listed once per batch, not once per file."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+
+import pytest
 
 from openmailserver.store import accounts, maildir, mailstate, messages
 from openmailserver.store.db import Database
+from openmailserver.store.renames import FlagRenames
 
 
 def _folder(tmp_path: Path, count: int) -> tuple[Path, list[str]]:
@@ -109,3 +114,89 @@ def test_readers_find_a_file_whose_rename_is_pending(tmp_path):
         pass
     else:
         raise AssertionError("a file that is gone must be FileNotFoundError")
+
+
+def _on_disk(folder: Path) -> set[str]:
+    return set(maildir.list_files(folder).values())
+
+
+def _all_flagged(names: list[str], flags: str) -> list[tuple[str, str]]:
+    return [(n, _flagged(n, flags)) for n in names]
+
+
+def _wait_for(condition, timeout: float = 5.0) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            pytest.fail("timed out")
+        time.sleep(0.005)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def renames():
+    made = []
+
+    def make(**kwargs) -> FlagRenames:
+        made.append(FlagRenames(**kwargs))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def test_renames_wait_while_a_command_runs_and_go_when_it_has_ended(tmp_path, renames):
+    folder, names = _folder(tmp_path, 3)
+    r = renames(quiet=0.05, patience=5.0)
+    r.command_started()
+    r.queue(folder, _all_flagged(names, "S"))
+    time.sleep(0.3)
+    assert _on_disk(folder) == set(names)  # still the old names: a command is running
+    r.command_ended()
+    took = _wait_for(lambda: _on_disk(folder) == {_flagged(n, "S") for n in names})
+    assert took >= 0.03  # not before the quiet time after the command
+
+
+def test_renames_go_once_they_have_waited_long_enough_however_busy(tmp_path, renames):
+    folder, names = _folder(tmp_path, 2)
+    r = renames(quiet=0.05, patience=0.4)
+    r.command_started()  # never ends
+    queued = time.monotonic()
+    r.queue(folder, _all_flagged(names, "S"))
+    _wait_for(lambda: _on_disk(folder) == {_flagged(n, "S") for n in names})
+    assert time.monotonic() - queued >= 0.35
+
+
+def test_commit_order_holds_across_slices_and_batches(tmp_path, renames):
+    folder, names = _folder(tmp_path, 10)
+    r = renames(quiet=0.0, patience=5.0, slice_size=3)
+    r.command_started()
+    r.queue(folder, _all_flagged(names, "S"))  # \Seen
+    r.queue(folder, [(_flagged(n, "S"), _flagged(n, "FS")) for n in names])  # then \Flagged too
+    r.queue(folder, [(_flagged(names[0], "FS"), _flagged(names[0], "F"))])  # then \Seen off the first
+    r.command_ended()
+    want = {_flagged(names[0], "F")} | {_flagged(n, "FS") for n in names[1:]}
+    _wait_for(lambda: _on_disk(folder) == want)
+
+
+def test_close_does_what_is_pending_at_once_and_later_renames_happen_in_place(tmp_path):
+    folder, names = _folder(tmp_path, 4)
+    r = FlagRenames(quiet=10.0, patience=10.0)
+    r.command_started()
+    r.queue(folder, _all_flagged(names[:2], "S"))
+    started = time.monotonic()
+    r.close()
+    assert time.monotonic() - started < 2
+    assert _on_disk(folder) == {_flagged(names[0], "S"), _flagged(names[1], "S"), names[2], names[3]}
+    r.queue(folder, _all_flagged(names[2:], "S"))  # after close: done by the caller
+    assert _on_disk(folder) == {_flagged(n, "S") for n in names}
+
+
+def test_a_file_gone_or_an_unexpected_error_does_not_stop_the_thread(tmp_path, renames):
+    folder, names = _folder(tmp_path, 3)
+    (folder / names[1]).unlink()  # expunged before its rename ran
+    r = renames(quiet=0.0, patience=5.0)
+    r.queue(folder, [(None, None)])  # type: ignore[list-item] - os.rename raises TypeError
+    r.queue(folder, _all_flagged(names, "S"))
+    _wait_for(lambda: _on_disk(folder) == {_flagged(names[0], "S"), _flagged(names[2], "S")})
