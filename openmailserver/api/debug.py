@@ -59,11 +59,15 @@ async def trace(request: Request) -> JSONResponse:
     row = await rt.adb.read(messages.get_message, ident)
     if row is None or not (who.is_admin or row["mailbox_id"] == who.mailbox_id):
         raise not_found("message")
+    suppressed = await rt.adb.read(messages.suppressed_copies, row["id"])
     return ok({"status": "delivered", "direction": row["direction"], "id": row["id"],
                "message_id": row["message_id"], "queue_id": None, "error": None,
                "events": [{"time": row["created_at"], "outcome": "delivered", "folder": row["folder"],
                            "envelope_from": row["envelope_from"], "authentication_results": row["auth_results"],
-                           "spf": row["spf"], "dkim": row["dkim"], "dmarc": row["dmarc"]}]})
+                           "spf": row["spf"], "dkim": row["dkim"], "dmarc": row["dmarc"]}]
+               # Later copies of the same message that were acknowledged and not stored again.
+               + [{"time": s["suppressed_at"], "outcome": "duplicate_suppressed", "queue_id": s["queue_id"],
+                   "envelope_from": s["envelope_from"], "ip": s["peer_ip"]} for s in suppressed]})
 
 
 async def deliverability(request: Request) -> JSONResponse:

@@ -34,8 +34,10 @@ class Delivery:
     flags: set[str] = field(default_factory=set)
     direction: str = "inbound"
     event_type: str | None = "message.received"
-    # Skip the copy when this mailbox got the same Message-ID in the folder lately: a sender
-    # that retries after losing our 250 (RFC 1047's duplicate problem) then delivers once.
+    # Skip the copy when this mailbox got the same message (its Message-ID and its
+    # `meta["content_digest"]`) in the folder lately: a sender that retries after losing our
+    # 250 (RFC 1047's duplicate problem) then delivers once, and a different message that
+    # reuses a Message-ID is still stored.
     dedupe: bool = False
     # The IMAP cache of the stored file, when the caller has it at hand: its header block
     # and its ENVELOPE (indexed with the message, so nothing reads the file back for it).
@@ -56,15 +58,18 @@ def _index_jobs(conn: sqlite3.Connection,
                 ) -> list[list[dict]]:
     """Index the deliveries of several `_index_all` jobs with one statement per table.
 
-    A `dedupe` copy whose Message-ID its folder got in the last day (committed, or
-    earlier in these jobs) is not indexed: its row is `{"duplicate": True, ...}`.
+    A `dedupe` copy whose content its folder got in the last day (committed, or earlier in
+    these jobs) is not indexed: its row is `{"duplicate": True, "original": <message id>, ...}`
+    and the suppression is recorded for the original's delivery trace.
     """
     keys = [_dedupe_key(d) for items, _ in jobs for d, _ in items]
     wanted = [key for key in keys if key is not None]
-    seen = messages.recent_copies(conn, wanted, iso(utcnow() - DEDUPE_WINDOW)) if wanted else set()
+    seen: dict[tuple[str, str, str, str], str | int] = \
+        dict(messages.recent_copies(conn, wanted, iso(utcnow() - DEDUPE_WINDOW))) if wanted else {}
     specs: list[dict[str, Any]] = []
     cached: list[tuple[int, tuple[bytes, bytes]]] = []
     placed: list[list[dict | int]] = []  # per job: a duplicate's row, or the index of its spec
+    suppressed: list[tuple[dict, Delivery]] = []
     position = iter(keys)
     for items, _ in jobs:
         placed.append([])
@@ -72,9 +77,12 @@ def _index_jobs(conn: sqlite3.Connection,
             key = next(position)
             if key is not None:
                 if key in seen:
-                    placed[-1].append({"duplicate": True, "filename": filename})
+                    # The original's id, or the index of its spec when it is earlier in these jobs.
+                    duplicate = {"duplicate": True, "filename": filename, "original": seen[key]}
+                    placed[-1].append(duplicate)
+                    suppressed.append((duplicate, d))
                     continue
-                seen.add(key)  # a later copy in these jobs is a duplicate of this one
+                seen[key] = len(specs)
             if d.imap_cache is not None:
                 cached.append((len(specs), d.imap_cache))
             placed[-1].append(len(specs))
@@ -84,6 +92,12 @@ def _index_jobs(conn: sqlite3.Connection,
     rows = messages.record_messages(conn, specs) if specs else []
     if cached:
         mailstate.cache_new(conn, [(rows[i]["id"], *cache) for i, cache in cached])
+    if suppressed:
+        for duplicate, _ in suppressed:
+            if isinstance(duplicate["original"], int):
+                duplicate["original"] = rows[duplicate["original"]]["id"]
+        messages.record_suppressed(conn, [(duplicate["original"], d.meta.get("queue_id"), d.meta.get("envelope_from"),
+                                           d.meta.get("peer_ip")) for duplicate, d in suppressed])
     out = [[rows[ref] if isinstance(ref, int) else ref for ref in job] for job in placed]
     for (_, also), job_rows in zip(jobs, out):
         if also is not None:
@@ -104,8 +118,9 @@ async def deliver(rt: Runtime, deliveries: list[Delivery],
     """Store every delivery durably and index them in one transaction; all or nothing.
 
     A copy marked `dedupe` that the mailbox already holds (indexed in the last
-    day with the same Message-ID in that folder) is found in the indexing
-    transaction, not indexed, and its file removed; its row is `{"duplicate": True}`.
+    day in that folder, with the same Message-ID and the same content) is found in
+    the indexing transaction, not indexed, logged, and its file removed; its row
+    is `{"duplicate": True, "original": <message id>}`.
 
     `also(conn, rows)` runs in the same transaction after the rows are indexed
     (the outbound queue entry of a submission, for instance).
@@ -117,8 +132,10 @@ async def deliver(rt: Runtime, deliveries: list[Delivery],
     return await asyncio.shield(_deliver(rt, deliveries, also))
 
 
-def _dedupe_key(d: Delivery) -> tuple[str, str, str] | None:
-    return (d.mailbox["id"], d.folder, d.meta["message_id"]) if d.dedupe and d.meta.get("message_id") else None
+def _dedupe_key(d: Delivery) -> tuple[str, str, str, str] | None:
+    if not (d.dedupe and d.meta.get("message_id") and d.meta.get("content_digest")):
+        return None
+    return d.mailbox["id"], d.folder, d.meta["message_id"], d.meta["content_digest"]
 
 
 # Deliveries up to this size are written on the event loop: a write into the page cache and
@@ -203,10 +220,12 @@ async def _deliver(rt: Runtime, deliveries: list[Delivery],
         else:
             failure = stored.sync_error
             if failure is None:
-                for (path, _), row in zip(stored.written, rows):
+                for (path, _), row, d in zip(stored.written, rows, deliveries):
                     if "event" in row:
                         rt.hub.publish(row["event"])
                     if row.get("duplicate"):
+                        log.info("duplicate suppressed: Message-ID <%s> already in %s of %s as %s",
+                                 d.meta["message_id"], d.folder, d.mailbox["address"], row["original"])
                         await rt.run(maildir.remove_file, path, row["filename"])
                 return rows
             log.error("fsync failed after the index commit; undoing the delivery: %s", failure)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import quopri
 import re
 from dataclasses import dataclass, field
@@ -138,6 +139,22 @@ def select_fields(header: bytes, names: tuple[str, ...] | list[str], exclude: bo
     parts = [f for n, f in header_fields(header) if (n in wanted) != exclude]
     out = b"".join(p if p.endswith(b"\n") else p + b"\r\n" for p in parts)
     return out + b"\r\n"
+
+
+# Fields added on the way to us, by relays or by us (RFC 5321 §4.4 trace fields, RFC 8601
+# Authentication-Results, RFC 8617 ARC sets, RFC 7208 §9.1 Received-SPF, Delivered-To and
+# X-Original-To of local delivery): a retransmission by another path carries other values.
+TRACE_FIELDS = ("received", "return-path", "delivered-to", "x-original-to", "authentication-results",
+                "arc-seal", "arc-message-signature", "arc-authentication-results", "received-spf")
+
+
+def content_digest(raw: bytes) -> str:
+    """SHA-256 of what the sender controls: every header field but the trace fields, in order
+    and byte for byte, and the body. Two copies with one digest are the same message."""
+    n = header_length(raw)
+    digest = hashlib.sha256(select_fields(raw[:n], TRACE_FIELDS, exclude=True))
+    digest.update(memoryview(raw)[n:])
+    return digest.hexdigest()
 
 
 def decode_words(value: str) -> str:

@@ -100,18 +100,20 @@ class MXHandler(Handler):
         host = self.settings.mail_host
         mail_from = session.mail_from or ""
 
-        def examine() -> tuple[bytes, Any, dict[str, Any], bytes, bytes]:  # one executor hop for parsing and DNS
+        def examine() -> tuple[bytes, Any, dict[str, Any], bytes, bytes, str]:  # one hop for parsing and DNS
             cleaned = strip_our_auth_results(raw, host)
             header = structure.split_header(cleaned)[0]
             return (cleaned, authenticate(cleaned, authserv_id=host, ip=peer_ip, mail_from=mail_from, helo=helo),
-                    mime.index_meta(cleaned), header, structure.envelope_bytes(header))
+                    mime.index_meta(cleaned), header, structure.envelope_bytes(header),
+                    structure.content_digest(cleaned))
 
-        raw, results, meta, header, envelope = await self.rt.run(examine)
+        raw, results, meta, header, envelope, digest = await self.rt.run(examine)
         if results.dmarc_reject and self.settings.dmarc_enforce:
             log.info("rejected by DMARC policy: from %s [%s]", mail_from, peer_ip)
             return "550 5.7.1 Rejected by the sender domain's DMARC policy"
         meta.update(spf=results.spf, dkim=results.dkim, dmarc=results.dmarc,
-                    authentication_results=results.header_value, envelope_from=mail_from)
+                    authentication_results=results.header_value, envelope_from=mail_from,
+                    content_digest=digest, queue_id=queue_id, peer_ip=peer_ip)
         tls = session.tls_version
         received = (f"from {helo} ([{peer_ip}]) by {host} (openmailserver) with "
                     f"{'ESMTPS' if tls else 'ESMTP'}{f' ({tls})' if tls else ''} id {queue_id}")

@@ -90,9 +90,9 @@ def _find_thread(conn: sqlite3.Connection, mailbox_id: str, message_id: str) -> 
 _MESSAGE_INSERT = (
     "INSERT INTO messages (id, mailbox_id, folder_id, uid, modseq, filename, size, flags, internal_date, "
     "message_id, in_reply_to, refs, subject, from_addr, to_addrs, date_header, thread_id, direction, "
-    "envelope_from, subaddress, auth_results, spf, dkim, dmarc, created_at) VALUES ")
-_MESSAGE_ROW = "(" + ", ".join("?" * 25) + ")"
-_ROWS_PER_INSERT = 500  # 25 values each, well under SQLite's limit of bound values
+    "envelope_from, subaddress, auth_results, spf, dkim, dmarc, content_digest, created_at) VALUES ")
+_MESSAGE_ROW = "(" + ", ".join("?" * 26) + ")"
+_ROWS_PER_INSERT = 500  # 26 values each, well under SQLite's limit of bound values
 
 
 def _insert_rows(conn: sqlite3.Connection, head: str, row_marks: str, rows: list[tuple],
@@ -191,7 +191,7 @@ def record_messages(conn: sqlite3.Connection, specs: list[dict[str, Any]]) -> li
             meta.get("in_reply_to"), " ".join(meta.get("references") or []), meta.get("subject", ""),
             meta.get("from", ""), meta.get("to", ""), meta.get("date"), thread_id, spec.get("direction", "inbound"),
             meta.get("envelope_from"), meta.get("subaddress"), meta.get("authentication_results"),
-            meta.get("spf"), meta.get("dkim"), meta.get("dmarc"), created))
+            meta.get("spf"), meta.get("dkim"), meta.get("dmarc"), meta.get("content_digest"), created))
     _insert_rows(conn, _MESSAGE_INSERT, _MESSAGE_ROW, values)
     # Quota: one UPDATE per mailbox.
     sizes: dict[str, int] = {}
@@ -232,22 +232,39 @@ def record_messages(conn: sqlite3.Connection, specs: list[dict[str, Any]]) -> li
     return rows
 
 
-def recent_copies(conn: sqlite3.Connection, keys: list[tuple[str, str, str]], since: str) -> set[tuple[str, str, str]]:
-    """Which of the (mailbox id, folder name, Message-ID) keys the index holds since `since`."""
-    found: set[tuple[str, str, str]] = set()
-    for start in range(0, len(keys), 400):
-        chunk = keys[start:start + 400]
+def recent_copies(conn: sqlite3.Connection, keys: list[tuple[str, str, str, str]],
+                  since: str) -> dict[tuple[str, str, str, str], str]:
+    """Which of the (mailbox id, folder name, Message-ID, content digest) keys the index holds
+    since `since`: key -> the id of that stored message."""
+    found: dict[tuple[str, str, str, str], str] = {}
+    for start in range(0, len(keys), 300):
+        chunk = keys[start:start + 300]
         # Each key is looked up in the (mailbox_id, message_id) index: CROSS JOIN keeps the
         # keys as the outer loop (a row-value IN over several keys scans the table), and the
         # unary + keeps SQLite from walking the (mailbox_id, created_at) index over every
         # message of the last day.
         rows = conn.execute(
-            f"SELECT m.mailbox_id, f.name, m.message_id FROM (VALUES {', '.join(['(?, ?)'] * len(chunk))}) AS k "
+            f"SELECT m.mailbox_id, f.name, m.message_id, m.content_digest, m.id "
+            f"FROM (VALUES {', '.join(['(?, ?, ?)'] * len(chunk))}) AS k "
             "CROSS JOIN messages m ON m.mailbox_id = k.column1 AND m.message_id = k.column2 "
-            "JOIN folders f ON f.id = m.folder_id WHERE +m.created_at >= ?",
-            [v for mailbox_id, _, mid in chunk for v in (mailbox_id, mid)] + [since])
-        found.update((mailbox_id, folder, mid) for mailbox_id, folder, mid in rows)
-    return found & set(keys)
+            "JOIN folders f ON f.id = m.folder_id WHERE +m.content_digest = k.column3 AND +m.created_at >= ?",
+            [v for mailbox_id, _, mid, digest in chunk for v in (mailbox_id, mid, digest)] + [since])
+        for mailbox_id, folder, mid, digest, row_id in rows:
+            found.setdefault((mailbox_id, folder, mid, digest), row_id)
+    wanted = set(keys)
+    return {key: row_id for key, row_id in found.items() if key in wanted}
+
+
+def record_suppressed(conn: sqlite3.Connection, copies: list[tuple[str, str | None, str | None, str | None]]) -> None:
+    """Note copies that were not stored as duplicates: (stored message id, queue id,
+    envelope sender, client IP) each, for that message's delivery trace."""
+    conn.executemany("INSERT INTO suppressed_copies (message_id, suppressed_at, queue_id, envelope_from, peer_ip) "
+                     "VALUES (?, ?, ?, ?, ?)", [(mid, now_iso(), *rest) for mid, *rest in copies])
+
+
+def suppressed_copies(conn: sqlite3.Connection, message_id: str) -> list[Row]:
+    return [dict(r) for r in conn.execute("SELECT * FROM suppressed_copies WHERE message_id = ? ORDER BY id",
+                                          (message_id,))]
 
 
 def folder_files(conn: sqlite3.Connection, folder_id: int) -> list[Row]:

@@ -277,4 +277,19 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER messages_count_delete AFTER DELETE ON messages BEGIN UPDATE folders SET message_count = message_count - 1 WHERE id = OLD.folder_id; END;
     CREATE TRIGGER messages_count_move AFTER UPDATE OF folder_id ON messages WHEN NEW.folder_id != OLD.folder_id BEGIN UPDATE folders SET message_count = message_count - 1 WHERE id = OLD.folder_id; UPDATE folders SET message_count = message_count + 1 WHERE id = NEW.folder_id; END
     """,
+    # 9: the MX's duplicate check compares content, not only the Message-ID (a digest of what
+    # the sender controls, `mime.structure.content_digest`); each copy it suppressed is kept
+    # for the original's delivery trace.
+    """
+    ALTER TABLE messages ADD COLUMN content_digest TEXT;
+    CREATE TABLE suppressed_copies (
+        id INTEGER PRIMARY KEY,
+        message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        suppressed_at TEXT NOT NULL,
+        queue_id TEXT,
+        envelope_from TEXT,
+        peer_ip TEXT
+    );
+    CREATE INDEX suppressed_copies_message ON suppressed_copies (message_id)
+    """,
 ]

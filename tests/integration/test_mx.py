@@ -330,12 +330,39 @@ def test_each_copy_names_its_own_recipient_whatever_the_client_says(mx):
         assert received.count(" for <") == 1 and f" for <{rcpt}>;" in received
 
 
-def test_a_retried_message_is_stored_once(mx):
-    """A sender that lost our 250 sends again: the same Message-ID is not stored twice (RFC 1047)."""
+def test_a_retried_message_is_stored_once_and_its_suppression_traced(mx):
+    """A sender that lost our 250 sends again: the same message is not stored twice (RFC 1047),
+    even when it comes back by another path (other relays' trace fields); each suppressed copy
+    is in the log and in the original's delivery trace."""
     data = build_message("x@remote.test", "alice@a.test", "retried", message_id="<same@remote.test>")
     assert send(mx.smtp_port, "x@remote.test", ["alice@a.test"], data) == {}
     assert send(mx.smtp_port, "x@remote.test", ["alice@a.test", "bob@a.test"], data) == {}
+    relayed = b"Received: from backup.remote.test by relay.remote.test; Mon, 7 Dec 2026 10:00:00 +0000\r\n" + data
+    assert send(mx.smtp_port, "x@remote.test", ["alice@a.test"], relayed) == {}
     assert len(mx.messages_on_disk("alice@a.test")) == 1 and len(mx.messages_on_disk("bob@a.test")) == 1
+    with mx.http() as admin:
+        [row] = admin.get("/v1/mailboxes/alice@a.test/messages").json()
+        events = admin.get(f"/v1/debug/messages/{row['id']}/trace").json()["events"]
+    assert [e["outcome"] for e in events] == ["delivered", "duplicate_suppressed", "duplicate_suppressed"]
+    assert all(e["envelope_from"] == "x@remote.test" and e["queue_id"] for e in events[1:])
+    assert mx.output().count("duplicate suppressed") == 2
+
+
+def test_a_reused_message_id_with_other_content_is_stored(mx):
+    """Only the same content is a duplicate: a message sent first with another's Message-ID
+    (forged, or a sender reusing ids) must not suppress the real one."""
+    forged = build_message("x@remote.test", "alice@a.test", "first", body="forged", message_id="<same@remote.test>")
+    real = build_message("x@remote.test", "alice@a.test", "first", body="the real one",
+                         message_id="<same@remote.test>")
+    assert send(mx.smtp_port, "x@remote.test", ["alice@a.test"], forged) == {}
+    assert send(mx.smtp_port, "x@remote.test", ["alice@a.test"], real) == {}
+    bodies = sorted(_headers(raw).get_payload() for raw in mx.messages_on_disk("alice@a.test"))
+    assert [b.strip() for b in bodies] == ["forged", "the real one"]
+    # A header the sender controls counts as content too.
+    other_subject = real.replace(b"Subject: first", b"Subject: second")
+    assert other_subject != real
+    assert send(mx.smtp_port, "x@remote.test", ["alice@a.test"], other_subject) == {}
+    assert len(mx.messages_on_disk("alice@a.test")) == 3
 
 
 def test_imap_cache_written_at_delivery_matches_each_stored_copy(mx):

@@ -120,21 +120,29 @@ def test_duplicates_are_found_among_stored_rows_and_earlier_in_the_batch(tmp_pat
     mailboxes = db.write(_setup)
     mailbox = {"id": mailboxes[0]}
 
-    def copy(message_id: str, dedupe: bool = True) -> Delivery:
-        return Delivery(mailbox=mailbox, data=b"x", meta={"message_id": message_id}, dedupe=dedupe)
+    def copy(message_id: str, dedupe: bool = True, digest: str = "d1") -> Delivery:
+        return Delivery(mailbox=mailbox, data=b"x", dedupe=dedupe,
+                        meta={"message_id": message_id, "content_digest": digest, "queue_id": "q",
+                              "envelope_from": "s@x", "peer_ip": "127.0.0.1"})
 
-    db.write(_index_jobs, [([(copy("stored@x"), "new/0")], None)])
+    [[stored]] = db.write(_index_jobs, [([(copy("stored@x"), "new/0")], None)])
 
     def index(conn: sqlite3.Connection) -> list[list[dict]]:
         return _index_jobs(conn, [
             ([(copy("stored@x"), "new/1"), (copy("fresh@x"), "new/2")], None),
             ([(copy("fresh@x"), "new/3"), (copy("fresh@x", dedupe=False), "new/4")], None),
+            # The same Message-ID with other content is another message.
+            ([(copy("stored@x", digest="d2"), "new/5"), (copy("fresh@x", digest="d2"), "new/6")], None),
         ])
 
-    first, second = db.write(index)
-    assert first[0] == {"duplicate": True, "filename": "new/1"} and "uid" in first[1]
-    assert second[0] == {"duplicate": True, "filename": "new/3"} and "uid" in second[1]
-    assert db.read(lambda conn: conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]) == 3
+    first, second, third = db.write(index)
+    assert first[0] == {"duplicate": True, "filename": "new/1", "original": stored["id"]} and "uid" in first[1]
+    assert second[0] == {"duplicate": True, "filename": "new/3", "original": first[1]["id"]} and "uid" in second[1]
+    assert all("uid" in row for row in third)
+    assert db.read(lambda conn: conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]) == 5
+    noted = db.read(lambda conn: [tuple(r) for r in conn.execute(
+        "SELECT message_id, queue_id, envelope_from, peer_ip FROM suppressed_copies ORDER BY id")])
+    assert noted == [(stored["id"], "q", "s@x", "127.0.0.1"), (first[1]["id"], "q", "s@x", "127.0.0.1")]
     db.close()
 
 

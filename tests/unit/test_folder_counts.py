@@ -57,8 +57,11 @@ def test_migration_counts_existing_rows(tmp_path: Path) -> None:
                 conn.execute(statement)
         conn.execute(f"PRAGMA user_version={number}")
     mailbox = _mailbox(conn)
-    for n in range(3):
-        _index(conn, mailbox["id"], "INBOX", n)
+    inbox = conn.execute("SELECT id FROM folders WHERE mailbox_id = ? AND name = 'INBOX'", (mailbox["id"],)).fetchone()
+    for n in range(3):  # rows as version 7 wrote them (today's code writes later columns)
+        conn.execute("INSERT INTO messages (id, mailbox_id, folder_id, uid, modseq, filename, size, internal_date, "
+                     "created_at) VALUES (?, ?, ?, ?, 1, ?, 1, '', '')",
+                     (f"msg_{n}", mailbox["id"], inbox[0], n + 1, f"new/{n},S=1"))
     conn.close()
     db = Database(tmp_path / "old.db")  # migrates to the latest version
     assert db.read(_check)["INBOX"] == 3
@@ -77,8 +80,8 @@ def test_duplicate_check_uses_the_message_id_index(tmp_path: Path) -> None:
         statements: list[str] = []
         conn.set_trace_callback(statements.append)
         try:
-            assert not messages.recent_copies(conn, [(mailbox["id"], "INBOX", "new@x.test"),
-                                                     (mailbox["id"], "INBOX", "other@x.test")],
+            assert not messages.recent_copies(conn, [(mailbox["id"], "INBOX", "new@x.test", "d"),
+                                                     (mailbox["id"], "INBOX", "other@x.test", "d")],
                                               "2000-01-01T00:00:00Z")
         finally:
             conn.set_trace_callback(None)

@@ -76,6 +76,40 @@ def test_select_fields_and_not():
     assert s.select_fields(header, ["x-none"]) == b"\r\n"
 
 
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_field_name = st.sampled_from(["From", "To", "Subject", "Message-ID", "DKIM-Signature", "X-Mailer", "Date"])
+_trace_name = st.sampled_from(["Received", "Return-Path", "Delivered-To", "Authentication-Results", "ARC-Seal",
+                               "received-spf", "X-Original-To"])
+_value = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1, max_size=20)
+
+
+@FAST
+@given(fields=st.lists(st.tuples(_field_name, _value), min_size=1, max_size=6),
+       traces=st.lists(st.tuples(st.integers(0, 6), _trace_name, _value), max_size=4),
+       body=st.binary(max_size=60))
+def test_content_digest_ignores_trace_fields_only(fields, traces, body):
+    """Trace fields anywhere in the header (folded or not) leave the digest alone; a change to
+    any other field, to their order or to the body is another message."""
+    def message(fs):
+        return b"".join(f"{n}: {v}\r\n".encode() for n, v in fs) + b"\r\n" + body
+
+    plain = s.content_digest(message(fields))
+    with_traces = list(fields)
+    for at, name, value in traces:
+        with_traces.insert(min(at, len(with_traces)), (name, f"{value}\r\n\t{value}"))
+    assert s.content_digest(message(with_traces)) == plain
+    changed = [(fields[0][0], fields[0][1] + "x")] + fields[1:]
+    assert s.content_digest(message(changed)) != plain
+    assert s.content_digest(message(fields) + b"x") != plain
+    if len(fields) > 1 and fields[0] != fields[-1]:
+        assert s.content_digest(message(fields[::-1])) != plain
+
+
+def test_content_digest_of_a_message_without_a_blank_line():
+    assert s.content_digest(b"Subject: a\r\n") != s.content_digest(b"Subject: b\r\n")
+    assert s.content_digest(b"") == s.content_digest(b"Received: x\r\n")
+
+
 def test_decode_words():
     assert s.decode_words("=?utf-8?q?caf=C3=A9?= ok") == "café ok"
     assert s.decode_words("=?iso-8859-1?b?" + base64.b64encode("naïve".encode("latin-1")).decode() + "?=") == "naïve"
@@ -296,8 +330,6 @@ def test_search_text_decodes_transfer_encodings_and_charsets():
 # ---------------------------------------------------------------------------
 # Never raise on broken input
 # ---------------------------------------------------------------------------
-
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 _header_line = st.sampled_from([
     b"Content-Type: multipart/mixed; boundary=b", b"Content-Type: multipart/digest; boundary=\"b\"",
