@@ -119,7 +119,7 @@ def _print_init(report, as_json: bool) -> None:
 @app.command()
 def init(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Create the data directory, database, TLS certificate, DKIM key and admin key."""
-    from .bootstrap import init_data_dir
+    from .ops.bootstrap import init_data_dir
 
     settings = _settings(config, dev, set_)
     try:
@@ -132,9 +132,10 @@ def init(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, as_
 @app.command()
 def serve(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None) -> None:
     """Run the daemon (initialises an empty data directory first)."""
-    from .bootstrap import init_data_dir
-    from .daemon import StartupError, run, running_pid
-    from .logs import setup_logging
+    from .daemon import StartupError, run
+    from .ops.bootstrap import init_data_dir
+    from .ops.pidfile import running_pid
+    from .telemetry.logs import setup_logging
 
     settings = _settings(config, dev, set_)
     pid = running_pid(settings)
@@ -157,7 +158,7 @@ def serve(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None) ->
         print("\n".join(lines), file=sys.stderr, flush=True)
 
     try:
-        # SIGHUP rebuilds the settings from the same file, environment and flags (see reload.py).
+        # SIGHUP rebuilds the settings from the same file, environment and flags (see ops/reload.py).
         run(settings, ready, reload_settings=lambda: load_settings(
             config_file=config, dev=dev, overrides=parse_assignments(set_ or [])))
     except StartupError as exc:
@@ -168,7 +169,7 @@ def serve(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None) ->
 @app.command()
 def status(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Whether the daemon runs, and what the data directory holds."""
-    from .daemon import running_pid
+    from .ops.pidfile import running_pid
     from .store import accounts, messages
 
     settings = _settings(config, dev, set_)
@@ -418,7 +419,7 @@ for _action, _summary in (
 def backup_create(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
                   as_json: JsonOpt = False) -> None:
     """Write an encrypted snapshot into data_dir/backups (safe while the daemon runs)."""
-    from . import backup
+    from .ops import backup
 
     settings = _settings(config, dev, set_)
     try:
@@ -433,7 +434,7 @@ def backup_create(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = 
 def backup_verify(path: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
                   as_json: JsonOpt = False) -> None:
     """Decrypt a backup and check every file against its manifest."""
-    from . import backup
+    from .ops import backup
 
     try:
         with _progress("verifying", not as_json) as progress:
@@ -449,7 +450,7 @@ def backup_verify(path: str, config: ConfigOpt = None, dev: DevOpt = False, set_
 def backup_list(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
                 as_json: JsonOpt = False) -> None:
     """Backups in data_dir/backups, newest first."""
-    from . import backup
+    from .ops import backup
 
     rows = backup.list_backups(_settings(config, dev, set_))
     _emit(rows, as_json, _table(["name", "size", "created"], [[r["name"], r["size"], r["created_at"]] for r in rows]))
@@ -459,8 +460,8 @@ def backup_list(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = No
 def restore(path: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None,
             as_json: JsonOpt = False) -> None:
     """Restore a backup into an empty data_dir (refused while a daemon serves it)."""
-    from . import backup
-    from .daemon import running_pid
+    from .ops import backup
+    from .ops.pidfile import running_pid
 
     settings = _settings(config, dev, set_)
     if running_pid(settings):
@@ -537,7 +538,7 @@ def domain_verify(name: str, config: ConfigOpt = None, dev: DevOpt = False, set_
                   as_json: JsonOpt = False) -> None:
     """Check the domain's records live in DNS; VERIFIED when all of them are right (exit 1 otherwise)."""
     from .core import domains
-    from .resolver import install
+    from .dns.resolver import install
 
     settings = _settings(config, dev, set_)
     install(settings)
@@ -584,7 +585,7 @@ def dns_plan(domain: str, config: ConfigOpt = None, dev: DevOpt = False, set_: S
 @app.command()
 def doctor(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Health and deliverability checks with the fix for each (exit 1 when any fails)."""
-    from . import doctor as checks
+    from .ops import doctor as checks
 
     findings = checks.run(_settings(config, dev, set_))
     colour = {"pass": "green", "warn": "yellow", "fail": "red"}
@@ -598,7 +599,7 @@ def doctor(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, a
 @app.command()
 def reindex(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Reconcile Maildir and index: adopt unindexed files, drop rows whose file is gone (daemon stopped)."""
-    from .daemon import running_pid
+    from .ops.pidfile import running_pid
     from .store.reconcile import reconcile
 
     settings = _settings(config, dev, set_)
@@ -639,7 +640,7 @@ def logs(level: Annotated[str, typer.Option(help="Lowest level shown.")] = "info
     """Show the daemon's log (JSON lines in data_dir/logs)."""
     import time
 
-    from .logs import LOG_FILE, LEVELS, read_entries
+    from .telemetry.logs import LEVELS, LOG_FILE, read_entries
 
     settings = _settings(config, dev, set_)
     if level not in LEVELS:
@@ -671,8 +672,8 @@ def skill(inbox: Annotated[str, typer.Option("--inbox", help="The inbox (mailbox
                                  "else http://api_host:api_port).")] = None,
           config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None) -> None:
     """Print a SKILL.md that teaches an AI agent to mail through this server as INBOX."""
+    from .api.skill import render
     from .core import accounts as core
-    from .skill import render
 
     settings = _settings(config, dev, set_)
     try:

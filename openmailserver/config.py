@@ -22,6 +22,16 @@ SYSTEM_CONFIG = Path("/etc/openmailserver") / CONFIG_FILE_NAME
 
 MiB = 1024 * 1024
 
+# Every listener by name, with the setting its port comes from (named in error messages).
+LISTENER_PORTS = {
+    "smtp": "smtp_port",
+    "submission": "submission_port",
+    "submission_starttls": "submission_starttls_port",
+    "imap": "imap_port",
+    "imaps": "imaps_port",
+    "api": "api_port",
+}
+
 
 class ConfigError(Exception):
     """A setting is unknown or has a value of the wrong shape."""
@@ -172,14 +182,8 @@ class Settings:
 
     def listeners(self) -> dict[str, tuple[str, int]]:
         """Every enabled listener by name: (address, port)."""
-        table = {
-            "smtp": (self.bind, self.smtp_port),
-            "submission": (self.bind, self.submission_port),
-            "submission_starttls": (self.bind, self.submission_starttls_port),
-            "imap": (self.bind, self.imap_port),
-            "imaps": (self.bind, self.imaps_port),
-            "api": (self.api_host, self.api_port),
-        }
+        table = {name: (self.api_host if name == "api" else self.bind, getattr(self, setting))
+                 for name, setting in LISTENER_PORTS.items()}
         return {name: addr for name, addr in table.items() if addr[1]}
 
     def redacted(self) -> dict[str, Any]:

@@ -1,51 +1,39 @@
-"""`openmailserver serve`: every listener on one asyncio loop (DESIGN §1).
+"""`openmailserver serve`: every listener on one asyncio loop (docs/architecture.md).
 
 Sockets are bound before anything else starts, so a port that is taken or
 privileged stops the daemon at once with a message naming the port and the
 fix. SIGTERM/SIGINT stop accepting, let sessions finish, flush the store and
 exit well within 10 seconds. Under systemd (`Type=notify`) the daemon reports
 READY=1 once every listener is up and STOPPING=1 when shutdown begins; SIGHUP
-reloads TLS certificates and the settings that can change live (reload.py).
+reloads TLS certificates and the settings that can change live (ops/reload.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import errno
+import gc
 import logging
-import os
 import signal
 import socket
 from typing import Awaitable, Callable
 
 import uvicorn
 
-from . import systemd
-from .config import Settings
+from .config import LISTENER_PORTS, Settings
 from .delivery.queue import QueueRunner
-from .reload import reload as reload_runtime
-from .resolver import install as install_resolver
+from .dns.resolver import install as install_resolver
+from .ops import pidfile, systemd
+from .ops.reload import reload as reload_runtime
 from .runtime import Runtime
 from .store import Database
 from .store.reconcile import reconcile
-from .webhooks import Dispatcher
+from .webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 8.0
-
-# Which setting each listener's port comes from (for error messages).
-PORT_SETTINGS = {
-    "smtp": "smtp_port",
-    "submission": "submission_port",
-    "submission_starttls": "submission_starttls_port",
-    "imap": "imap_port",
-    "imaps": "imaps_port",
-    "api": "api_port",
-}
-
 
 class StartupError(Exception):
     """The daemon cannot start; the message says why and what to do."""
@@ -55,7 +43,7 @@ def bind_socket(name: str, host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    setting = PORT_SETTINGS[name]
+    setting = LISTENER_PORTS[name]
     try:
         sock.bind((host, port))
         sock.listen(1024)
@@ -120,12 +108,6 @@ def _starters() -> dict[str, Starter]:
             "submission_starttls": start_starttls, "imap": start_imap, "imaps": start_imaps}
 
 
-def served_listeners(settings: Settings) -> dict[str, tuple[str, int]]:
-    """The enabled listeners this version serves: name -> (address, port)."""
-    starters = _starters()
-    return {name: addr for name, addr in settings.listeners().items() if name in starters}
-
-
 async def _start_service(rt: Runtime, service) -> Callable[[], Awaitable[None]]:
     """A background service beside the listeners: the outbound queue, the webhook dispatcher."""
     runner = service(rt)
@@ -142,7 +124,7 @@ async def _start_service(rt: Runtime, service) -> Callable[[], Awaitable[None]]:
 async def _serve(settings: Settings, ready: Callable[[Runtime], None] | None,
                  reload_settings: Callable[[], Settings] | None = None) -> None:
     starters = _starters()
-    wanted = served_listeners(settings)
+    wanted = settings.listeners()
     sockets: dict[str, socket.socket] = {}
     try:
         for name, (host, port) in wanted.items():
@@ -168,7 +150,7 @@ async def _serve(settings: Settings, ready: Callable[[Runtime], None] | None,
 
     serving = False
 
-    def on_sighup() -> None:  # `systemctl reload`: certificates and live settings (see reload.py)
+    def on_sighup() -> None:  # `systemctl reload`: certificates and live settings (see ops/reload.py)
         log.info("SIGHUP: reloading")
         if serving:
             systemd.notify_reloading("reloading")
@@ -187,7 +169,7 @@ async def _serve(settings: Settings, ready: Callable[[Runtime], None] | None,
             log.info("listening: %s on %s:%d", name, *rt.listeners[name])
         for service in (QueueRunner, Dispatcher):
             stoppers.insert(0, await _start_service(rt, service))
-        settings.pid_path.write_text(f"{os.getpid()}\n")
+        pidfile.write(settings)
         # What start-up built (modules, settings, the runtime) lives as long as the daemon:
         # set it aside, so the garbage collector's full passes walk only what came later.
         gc.freeze()
@@ -207,8 +189,7 @@ async def _serve(settings: Settings, ready: Callable[[Runtime], None] | None,
             if isinstance(result, Exception):
                 log.warning("listener stopped with an error: %s", result)
         rt.close()
-        with contextlib.suppress(FileNotFoundError):
-            settings.pid_path.unlink()
+        pidfile.remove(settings)
         log.info("stopped")
 
 
@@ -226,20 +207,3 @@ def run(settings: Settings, ready: Callable[[Runtime], None] | None = None,
         runner = asyncio.Runner()
     with runner:
         runner.run(_serve(settings, ready, reload_settings))
-
-
-def running_pid(settings: Settings) -> int | None:
-    """The pid of a daemon serving this data dir, if one is alive."""
-    try:
-        pid = int(settings.pid_path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
-
-

@@ -7,13 +7,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
+from .auth.throttle import AuthThrottle
 from .config import Settings
-from .core.throttle import AuthThrottle
-from .events import Hub
-from .metrics import Metrics
+from .events.hub import Hub
 from .store import AsyncDatabase, Database
 from .store.aio import Fsyncer
 from .store.renames import FlagRenames
+from .telemetry.metrics import Metrics
 from .tls import server_context
 
 T = TypeVar("T")

@@ -86,7 +86,7 @@ class ImapOperations(Benchmark):
                 "appends": self.appends, "search_expected_hits": self.expected_hits}
 
     def setup(self) -> None:
-        from openmailserver.credentials import hash_password
+        from openmailserver.auth.credentials import hash_password
 
         self.password_hash = hash_password(PASSWORD)
         self.expected_hits = sum(1 for n in range(self.messages) if n % 10 == 3)

@@ -64,7 +64,7 @@ class Memory(Benchmark):
             f"and per-user connection limits are raised to admit {connections:,} sessions (stock: 100 IMAP "
             f"processes, 10 sessions per user and address); its users' passwords are SHA512-CRYPT there, so "
             f"that {connections:,} logins take seconds (its auth cache still verifies each one), which changes "
-            f"nothing in what is measured. Issue 5's target: openmailserver under 300 MB. "
+            f"nothing in what is measured. The target: openmailserver under 300 MB. "
             f"**WebSocket**: a fresh daemon; {connections:,} clients ({users} mailboxes' API keys) connect to "
             f"`/v1/ws`, send `{{\"type\": \"subscribe\"}}` and wait for `subscribed`; the daemon's RSS is read "
             f"the same way. No anchor: neither Postfix nor Dovecot has a WebSocket event stream. The bench "

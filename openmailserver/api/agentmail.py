@@ -24,7 +24,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .. import mime, webhooks
+from .. import mime
 from ..core import accounts as core
 from ..core import labels as core_labels
 from ..core.submit import submit
@@ -33,12 +33,12 @@ from ..mime.compose import compose
 from ..store import accounts, messages
 from ..store import webhooks as hook_store
 from ..util import iso, now_iso
+from ..webhooks import dispatcher as webhooks
 from . import compat
 from .base import json_body, ok, principal, runtime
 from .messages import attachment_response
 from .replies import respond_as
-from .send import (Idempotency, _headers, addresses_field, attachments_field, client_of, request_hash_of,
-                   text_field)
+from .send import Idempotency, _headers, addresses_field, attachments_field, client_of, request_hash_of, text_field
 from .webhooks import inbox_filter, own_webhook
 
 DOWNLOAD_TTL = 3600

@@ -9,8 +9,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .. import backup
 from ..errors import MailError
+from ..ops import backup
 from .base import json_body, ok, principal, runtime
 
 

@@ -13,12 +13,13 @@ from typing import Any
 import httpx
 from starlette.requests import HTTPConnection, Request
 
-from .. import mime, webhooks
+from .. import mime
 from ..core import accounts as core_accounts
 from ..core.accounts import Principal
 from ..core.views import read_raw
 from ..errors import MailError, not_found
 from ..store import accounts, messages, queue
+from ..webhooks import dispatcher as webhooks
 from .base import principal, runtime
 
 MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024

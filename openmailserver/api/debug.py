@@ -9,13 +9,13 @@ from datetime import datetime, timezone
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .. import dnscheck, tls
+from .. import tls
+from ..dns import check as dnscheck
 from ..errors import MailError, not_found
-from ..logs import LEVELS, LOG_FILE, read_entries
 from ..store import accounts, messages, queue
+from ..telemetry.logs import LEVELS, LOG_FILE, read_entries
 from .base import ok, principal, runtime
 from .health import collect_checks
-
 
 
 async def _debug_principal(request: Request):

@@ -8,10 +8,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .. import webhooks
 from ..core.accounts import Principal
 from ..errors import MailError, not_found
 from ..store import webhooks as store
+from ..webhooks import dispatcher as webhooks
 from .base import json_body, ok, principal, runtime
 
 

@@ -10,11 +10,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from .. import credentials
 from ..address import Address, mailbox_address, normalise_domain, parse_address, parse_mailbox_address
+from ..auth import credentials
 from ..config import Settings
-from ..delivery import dkim
 from ..errors import MailError, conflict, invalid_address, not_found
+from ..mailauth import dkim
 from ..store import Database, accounts, maildir
 from ..util import _ID_ALPHABET
 

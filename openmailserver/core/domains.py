@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .. import dnscheck
 from ..address import normalise_domain
 from ..config import Settings
+from ..dns import check as dnscheck
 from ..errors import MailError, conflict, not_found
 from ..store import Database, accounts, messages
 from ..util import now_iso

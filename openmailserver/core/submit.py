@@ -1,4 +1,4 @@
-"""`submit()`: how mail leaves, for SMTP submission and the HTTP API alike (DESIGN §4).
+"""`submit()`: how mail leaves, for SMTP submission and the HTTP API alike (docs/architecture.md, "Mail flow").
 
 Sender authorisation, the hourly rate limit, Message-ID/Date, the DKIM
 signature, a copy in the sender's Sent folder, immediate local delivery and a
@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 from .. import mime
 from ..address import Address, parse_address
-from ..delivery import dkim
 from ..errors import MailError
+from ..mailauth import dkim
 from ..mime.compose import missing_id_and_date, trace_date, trace_header
 from ..runtime import Runtime
 from ..store import accounts, messages, queue, spool

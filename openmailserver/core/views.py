@@ -29,7 +29,7 @@ def header_addresses(raw: bytes, name: str) -> list[str]:
 
 
 async def agent_view(rt: Any, row: dict[str, Any]) -> dict[str, Any] | None:
-    """The `message` object of events (seeds 000/001): id, rfc_message_id, from, to, cc, subject,
+    """The `message` object of events (OpenMail's quickstart and integration guide): id, rfc_message_id, from, to, cc, subject,
     body_text, attachments, received_at, and more."""
     mailbox = await rt.adb.read(accounts.get_mailbox_by_id, row["mailbox_id"])
     if mailbox is None:
@@ -67,7 +67,7 @@ async def message_for_event(rt: Any, payload: dict[str, Any]) -> dict[str, Any] 
 
 
 async def render_event(rt: Any, event: dict[str, Any]) -> dict[str, Any]:
-    """An event as agents receive it (WebSocket, SSE, webhooks, `GET /v1/events`): the seeds'
+    """An event as agents receive it (WebSocket, SSE, webhooks, `GET /v1/events`): OpenMail's
     shape — `event`, `event_id`, `inbox_id`, `thread_id`, `message{...}` — plus `seq`,
     `occurred_at` and the event's own `data`."""
     payload = event.get("payload") or {}

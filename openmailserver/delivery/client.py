@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
-from .mx import Hop
+from ..dns.mx import Hop
 
 CONNECT_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 300.0  # RFC 5321 §4.5.3.2 suggests minutes, not seconds

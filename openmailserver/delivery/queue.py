@@ -1,4 +1,4 @@
-"""The outbound queue scheduler (DESIGN §4).
+"""The outbound queue scheduler (docs/architecture.md, "Mail flow").
 
 Due recipients are grouped by destination domain. A domain gets up to
 `delivery_concurrency_per_domain` connections ("lanes"); each lane takes a
@@ -31,11 +31,11 @@ from typing import Any, Awaitable, Callable
 from .. import mime
 from ..config import parse_durations
 from ..core.deliver import Delivery, deliver
+from ..dns.mx import Hop, RouteError, route
 from ..mime.compose import delivery_status_notification
 from ..runtime import Runtime
 from ..store import accounts, messages, queue, spool
 from .client import ConnectionFailed, Outbound, Reply
-from .mx import Hop, RouteError, route
 
 log = logging.getLogger(__name__)
 
@@ -443,7 +443,7 @@ class QueueRunner:
         outbound_id = rows[0]["outbound_id"]
         outbound = queue.refresh_outbound(conn, outbound_id)
         if outbound and outbound["state"] in queue.FINISHED and outbound["spool"]:
-            conn.execute("UPDATE outbound SET spool = NULL WHERE id = ?", (outbound_id,))
+            queue.release_spool(conn, outbound_id)
             return events, bounced, outbound["spool"]
         return events, bounced, None
 

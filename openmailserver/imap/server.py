@@ -1,4 +1,4 @@
-"""The IMAP listeners and sessions (RFC 3501 plus the extensions of issue 5).
+"""The IMAP listeners and sessions (RFC 3501 plus the extensions in `CAPABILITIES`).
 
 One `Session` per connection, on the daemon's event loop. It frames input with
 `protocol.CommandReader`, parses with `protocol.parse_command`, runs one
@@ -40,14 +40,14 @@ from ..address import parse_address
 from ..core import accounts as core_accounts
 from ..core.deliver import Delivery, deliver
 from ..errors import MailError
-from ..logs import session_id
+from ..mime import structure
 from ..runtime import Runtime
 from ..store import accounts as store_accounts
-from ..store import mailstate, maildir
+from ..store import maildir, mailstate
 from ..store.messages import get_folder
+from ..telemetry.logs import session_id
 from ..util import iso, new_id
 from . import protocol as p
-from ..mime import structure
 from .mailbox import ImapError, Selected
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAM
                 "CHILDREN", "UIDPLUS", "MOVE", "SPECIAL-USE")
 SEPARATOR = "/"
 MAX_CONNECTIONS = 5000
-MAX_SESSIONS_PER_USER = 1000  # at least 20 by issue 5; high enough for many devices and tools
+MAX_SESSIONS_PER_USER = 1000  # high enough for many devices and tools
 MAX_COMMAND_LITERAL = 64 * 1024  # literals of commands other than APPEND
 MAX_COMMAND_TOTAL = 1024 * 1024  # all literals of one non-APPEND command
 # APPENDed messages up to this size are prepared on the event loop: the parsing holds the

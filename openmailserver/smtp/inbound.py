@@ -13,16 +13,16 @@ import socket
 from typing import Any
 
 from .. import mime
-from ..mime import structure
-from ..mime.compose import trace_date, trace_header
 from ..address import Address, parse_address
 from ..core import recipients
 from ..core.deliver import Delivery, deliver
 from ..errors import MailError
-from ..logs import session_id
+from ..mailauth.results import authenticate
+from ..mime import structure
+from ..mime.compose import trace_date, trace_header
 from ..runtime import Runtime
+from ..telemetry.logs import session_id
 from ..util import new_id
-from .authres import authenticate
 from .session import Handler, Limits, Reply, Session, data_problem
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""SQLite index and control state plus the Maildir tree (DESIGN §3).
+"""SQLite index and control state plus the Maildir tree (docs/architecture.md, "Invariants").
 
 `db` runs SQL (sync, and group-committed async), `accounts` and `messages` hold
 the SQL functions, `maildir` the durable file operations, `reconcile` brings

@@ -1,6 +1,6 @@
 """The Maildir++ tree: `mail_root/<domain>/<local>/` with dot folders.
 
-Durable delivery (DESIGN §3): write to `tmp/` and rename into `new/` (`place`),
+Durable delivery (docs/architecture.md, "Invariants"): write to `tmp/` and rename into `new/` (`place`),
 then fsync the file and the directory (`sync_file`, `sync_dir`). The message is
 acknowledged only after those fsyncs and the index commit have all completed.
 The three run at the same time: a power loss in between can

@@ -173,6 +173,11 @@ def refresh_outbound(conn: sqlite3.Connection, outbound_id: str) -> Row | None:
     return get_outbound(conn, outbound_id)
 
 
+def release_spool(conn: sqlite3.Connection, outbound_id: str) -> None:
+    """A finished message no longer needs its spool file: forget it (the caller removes the file)."""
+    conn.execute("UPDATE outbound SET spool = NULL WHERE id = ?", (outbound_id,))
+
+
 def delete_outbound(conn: sqlite3.Connection, outbound_id: str) -> None:
     conn.execute("DELETE FROM outbound WHERE id = ?", (outbound_id,))
 

@@ -1,4 +1,4 @@
-"""Start-up reconciliation of the Maildir tree and the index (DESIGN §3).
+"""Start-up reconciliation of the Maildir tree and the index (docs/architecture.md, "Invariants").
 
 Runs before any listener accepts connections, so nothing writes meanwhile:
 leftovers in `tmp/` are removed, as are files cut short by a power loss before

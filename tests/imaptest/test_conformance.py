@@ -1,4 +1,4 @@
-"""Dovecot imaptest's scripted tests, played against the real daemon (issue 5, "Must show").
+"""Dovecot imaptest's scripted tests, played against the real daemon.
 
 Each script is one test. A script gated on capabilities we do not advertise is
 reported as skipped-by-capability by the runner, and the test checks that the

@@ -1,7 +1,7 @@
-"""The agentmail-style API under /api/v0 (seed 003), domains with live DNS verification, and
+"""The agentmail-style API under /api/v0 (the agentmail API reference), domains with live DNS verification, and
 one inbox used through every front door (/api/v0, /v1/inboxes, native API, SMTP, IMAP).
 
-One daemon hosts the platform domain and example.com (the seed's correspondents),
+One daemon hosts the platform domain and example.com (the reference's correspondents),
 so every message stays on this machine; its resolver is the loopback DNS server
 the domain tests publish records in.
 """
@@ -17,14 +17,14 @@ import dns.rdatatype
 import dns.zone
 import httpx
 import pytest
-
 from conftest import Daemon
-from openmailserver.delivery.dkim import generate_private_key, public_key_record
 from support.curl import run_curl
 from support.dnsserver import DNSServer
 from support.mail import build_message, insecure_tls, wait_for
 from support.pdf import pdf_with_text
 from support.webhook_receiver import Receiver
+
+from openmailserver.mailauth.dkim import generate_private_key, public_key_record
 
 SEED_BASE = "https://your-instance.com"
 
@@ -58,7 +58,7 @@ def _inbox_of(daemon: Daemon, key: str, address: str, subject: str) -> dict:
                                       if m["subject"] == subject), None), timeout=15)
 
 
-# The seed's curl examples, in an order that keeps what later ones use (deletions last).
+# The reference's curl examples, in an order that keeps what later ones use (deletions last).
 # (name, command, expected status, keys the documented response shows)
 INBOX_KEYS = {"inbox_id", "email_address", "username", "domain", "display_name", "client_id", "created_at",
               "updated_at"}
@@ -166,7 +166,7 @@ EXAMPLES = [
 ]
 
 
-def test_every_curl_example_of_seed_003(world):
+def test_every_curl_example_of_the_agentmail_reference(world):
     daemon, people = world["daemon"], world["people"]
     receiver = Receiver()
     ids = {SEED_BASE: daemon.api_url, "<API_KEY>": daemon.admin_key}

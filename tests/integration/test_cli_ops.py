@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from openmailserver.delivery.dkim import public_key_record
 from support.mail import wait_for
+
+from openmailserver.mailauth.dkim import public_key_record
 
 
 def _publish_domain(daemon, dns_server, domain: str) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from openmailserver.delivery.dkim import public_key_record
 from support.mail import build_message, send, wait_for
+
+from openmailserver.mailauth.dkim import public_key_record
 
 
 def _dkim(daemon, domain: str) -> tuple[str, str]:

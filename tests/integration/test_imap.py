@@ -1,4 +1,4 @@
-"""IMAP (issue 5) against the real daemon with real clients: imaplib, imapclient, aioimaplib.
+"""IMAP against the real daemon with real clients: imaplib, imapclient, aioimaplib.
 
 One daemon serves the module; each test works in its own mailbox (user) so
 tests stay independent. Mail arrives over real SMTP where the test is about

@@ -27,16 +27,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port, quiet_dns
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-from conftest import free_port, quiet_dns
-from openmailserver import tls
-from openmailserver.config import Settings
 from support import systemd_unit
 from support.mail import build_message, insecure_tls, wait_for
+
+from openmailserver import tls
+from openmailserver.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "deploy" / "install.sh"
@@ -249,8 +249,8 @@ def test_install_creates_venv_config_data_dir_and_unit(installed):
     package = subprocess.run([str(python), "-I", "-c", "import openmailserver; print(openmailserver.__file__)"],
                              capture_output=True, text=True, check=True).stdout.strip()
     assert Path(package).is_relative_to(root / "opt/openmailserver/venv")
-    assert (Path(package).parent / "systemd.py").read_bytes() == \
-        (installed.source / "openmailserver/systemd.py").read_bytes()
+    assert (Path(package).parent / "ops/systemd.py").read_bytes() == \
+        (installed.source / "openmailserver/ops/systemd.py").read_bytes()
     assert installed.output.startswith(f"openmailserver install: source {installed.source} -> {root}")
     # The config: valid TOML, every setting documented, data_dir and hostname set.
     config_file = root / CONFIG_PATH
@@ -300,7 +300,7 @@ def test_install_from_changed_source_upgrades_the_venv_and_keeps_the_config(inst
     source = tmp_path / "checkout"
     shutil.copytree(installed.source, source)
     marker = f"# upgrade marker {time.time_ns()}\n"
-    with open(source / "openmailserver" / "systemd.py", "a") as fh:
+    with open(source / "openmailserver" / "ops" / "systemd.py", "a") as fh:
         fh.write(marker)
     config_before = (installed.root / CONFIG_PATH).read_bytes()
     upgrade = run_installer(installed.root, source)
@@ -308,7 +308,7 @@ def test_install_from_changed_source_upgrades_the_venv_and_keeps_the_config(inst
     changes = re.findall(r"^\s*changed\s+(.*)$", upgrade.stdout, re.M)
     assert changes == ["installed openmailserver 0.1.0 and pinned dependencies into /opt/openmailserver/venv"]
     site = next((installed.root / "opt/openmailserver/venv/lib").glob("python3*/site-packages/openmailserver"))
-    assert (site / "systemd.py").read_text().endswith(marker)
+    assert (site / "ops" / "systemd.py").read_text().endswith(marker)
     assert (installed.root / CONFIG_PATH).read_bytes() == config_before
     # The install now follows the upgraded checkout (only a comment differs).
     installed.source = source

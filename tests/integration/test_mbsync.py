@@ -1,4 +1,4 @@
-"""mbsync (Debian isync) keeps a local Maildir and the server in step (issue 5, "Must show").
+"""mbsync (Debian isync) keeps a local Maildir and the server in step.
 
 A 200-message mailbox with nested folders is synced down over IMAPS, then
 flags are changed, messages deleted and added on both sides, and after the

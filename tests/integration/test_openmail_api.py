@@ -1,9 +1,9 @@
-"""The OpenMail-style API (seeds 000-002) against two real daemons, as its documentation runs.
+"""The OpenMail-style API (OpenMail's quickstart, integration guide and send reference) against two real daemons, as its documentation runs.
 
 Daemon A hosts the agents (yourco.openmail.sh), daemon B the other side of the
 conversations (airline.com and example.com); the loopback DNS server gives
-both their MX records. The curl examples of seeds 000 and 001 run with real
-curl, the Python snippets of seed 001 run as written, and the SKILL.md of
+both their MX records. The curl examples of the quickstart and the integration guide run with real
+curl, the Python snippets of the integration guide run as written, and the SKILL.md of
 `openmailserver skill` runs command by command; only the base URL, the key and
 example ids are replaced.
 """
@@ -87,7 +87,7 @@ def _send_from_b(world, to: str, subject: str, text: str) -> None:
     assert response.status_code == 200, response.text
 
 
-# ---- seed 000: the quickstart, step by step ------------------------------------
+# ---- OpenMail's quickstart, step by step ------------------------------------
 
 CREATE_INBOX = r'''curl -X POST https://api.openmail.sh/v1/inboxes \
 -H "Authorization: Bearer om_live_..." \
@@ -199,7 +199,7 @@ def test_quickstart_curl_examples_webhook_and_thread(world):
     assert last["thread_id"] == request["thread_id"]
 
 
-def test_send_contract_of_seed_002(world):
+def test_send_contract_of_the_send_reference(world):
     a = world["a"]
     with _admin(a) as admin:
         made = admin.post("/v1/inboxes", json={"mailboxName": "contract"})
@@ -258,7 +258,7 @@ def test_send_contract_of_seed_002(world):
         assert admin.get(f"/v1/inboxes/{anon.json()['id']}").status_code == 404
 
 
-# ---- seed 001: the Python snippets and the SKILL.md examples -------------------
+# ---- the integration guide: the Python snippets and the SKILL.md examples -------------------
 
 CREATE_AGENT_INBOX = '''
 import os, requests
@@ -370,7 +370,7 @@ def test_integration_guide_python_snippets(world, tmp_path, monkeypatch):
     assert env_file.read_text().splitlines() == [f"OPENMAIL_API_KEY={a.admin_key}", f"OPENMAIL_INBOX_ID={inbox['id']}",
                                                  f"OPENMAIL_ADDRESS={inbox['address']}"]
 
-    # Step 4, webhook: the seed's Flask handler verifies the signature of what the daemon posts.
+    # Step 4, webhook: the integration guide's Flask handler verifies the signature of what the daemon posts.
     from flask import Flask, request
     delivered: list[dict] = []
 
@@ -380,7 +380,7 @@ def test_integration_guide_python_snippets(world, tmp_path, monkeypatch):
 
     namespace = {"app": Flask("openmail_webhooks"), "request": request,
                  "get_container_by_inbox_id": lambda inbox_id: Container()}
-    exec(compile(WEBHOOK_HANDLER, "seed-001-webhook", "exec"), namespace)
+    exec(compile(WEBHOOK_HANDLER, "integration-guide-webhook", "exec"), namespace)
     server = make_server("127.0.0.1", 0, namespace["app"], threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -389,7 +389,7 @@ def test_integration_guide_python_snippets(world, tmp_path, monkeypatch):
                 "url": f"http://127.0.0.1:{server.server_port}/webhooks/openmail",
                 "event_types": ["message.received"], "inbox_ids": [inbox["id"]]}).json()
         monkeypatch.setenv("OPENMAIL_WEBHOOK_SECRET", hook["secret"])
-        # Step 4, WebSocket: the seed's listener, run as written.
+        # Step 4, WebSocket: the integration guide's listener, run as written.
         listener = _python(LISTENER_PRELUDE + WEBSOCKET_LISTENER.replace("wss://api.openmail.sh", ws_url),
                            {**env, "EXPECTED_INBOX": inbox["id"]})
         try:
@@ -462,7 +462,7 @@ SKILL_EXAMPLES = [
 ]
 
 
-def test_skill_examples_of_seed_001(world, tmp_path):
+def test_skill_examples_of_the_integration_guide(world, tmp_path):
     a = world["a"]
     with _admin(a) as admin:
         inbox = admin.post("/v1/inboxes", json={"username": "skilled"}).json()

@@ -18,9 +18,9 @@ from email import message_from_bytes
 
 import aiosmtplib
 import pytest
-
-from openmailserver.delivery.dkim import public_key_record
 from support.mail import RawSMTP, build_message, insecure_tls, wait_for
+
+from openmailserver.mailauth.dkim import public_key_record
 
 PASSWORD = "alice-password-1"
 

@@ -41,7 +41,7 @@ def test_retries_until_delivered_and_signatures_verify(make_daemon):
         assert body["event"] == "message.received" and body["inbox_id"] == agent["mailbox"]["id"]
         assert body["message"]["subject"] == "webhook me" and body["thread_id"] and body["delivered_at"]
         assert headers["X-Event-Id"] == body["event_id"] == attempts[2]["body"]["event_id"]
-        # The seed's Node check re-serialises the parsed body: our raw body must be that serialisation.
+        # The integration guide's Node check re-serialises the parsed body: our raw body must be that serialisation.
         import json
         assert json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() == first["raw"]
         with daemon.http(agent["api_key"]["key"]) as client:

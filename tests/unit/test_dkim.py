@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from openmailserver.delivery import dkim
+from openmailserver.mailauth import dkim
 
 DOMAIN, SELECTOR = "signer.test", "oms"
 

@@ -7,8 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from openmailserver import logs
-from openmailserver.credentials import new_api_key
+from openmailserver.auth.credentials import new_api_key
+from openmailserver.telemetry import logs
 
 
 class _Settings:

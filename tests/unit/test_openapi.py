@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from openmailserver.api.app import create_app
 from openmailserver.api.openapi import OPERATIONS, document, render_markdown
-from openmailserver.metrics import Metrics
+from openmailserver.telemetry.metrics import Metrics
 
 
 def test_every_route_is_documented_and_nothing_else():

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from openmailserver import systemd
+from openmailserver.ops import systemd
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from openmailserver.events import Hub
-from openmailserver.webhooks import _logged_event_or_tick
+from openmailserver.events.hub import Hub
+from openmailserver.webhooks.dispatcher import _logged_event_or_tick
 
 LIVE = {"type": "mailbox.changed", "mailbox_id": "mbx_1", "durable": False}
 

@@ -1,6 +1,6 @@
 """`openmailserver skill --inbox ADDRESS`: a SKILL.md that teaches an agent to use this server.
 
-The file follows the OpenMail integration pattern (seed 001): the per-agent
+The file follows the pattern of OpenMail's API integration guide: the per-agent
 values come from environment variables (`OPENMAIL_API_KEY`, `OPENMAIL_INBOX_ID`,
 `OPENMAIL_ADDRESS`), the commands are plain `curl` against this server's base
 URL. Every command is meant to run as written, in order, in one shell: the

@@ -8,7 +8,7 @@ import secrets
 
 from passlib.hash import argon2
 
-from .util import _ID_ALPHABET
+from ..util import _ID_ALPHABET
 
 KEY_PREFIX = "om_"
 KEY_BODY_LENGTH = 40  # base32 characters: 200 random bits

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dns.nameserver
 import dns.resolver
 
-from .config import Settings
+from ..config import Settings
 
 LIFETIME = 5.0
 CACHE_ENTRIES = 20_000
@@ -50,6 +50,24 @@ def forget_cached_answers() -> None:
     cache = getattr(dns.resolver.default_resolver, "cache", None)
     if cache is not None:
         cache.flush()
+
+
+def addresses(name: str) -> list[str]:
+    """The A and AAAA addresses of `name` (blocking). A type with no records adds none; so does a
+    type whose servers all fail (some answer SERVFAIL for AAAA only), unless both fail: then
+    `NoNameservers` is raised, as is a timeout."""
+    found: list[str] = []
+    failed: dns.resolver.NoNameservers | None = None
+    for rtype in ("A", "AAAA"):
+        try:
+            found.extend(r.address for r in dns.resolver.resolve(name, rtype))
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            continue
+        except dns.resolver.NoNameservers as exc:
+            if failed is not None:
+                raise
+            failed = exc
+    return found
 
 
 def install(settings: Settings) -> dns.resolver.Resolver:

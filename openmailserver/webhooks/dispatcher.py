@@ -2,7 +2,7 @@
 
 Deliveries come from the event log (`store.webhooks.fan_out`), so an event
 committed before a crash is delivered after it. Each POST carries the event
-in the seeds' shape plus `delivered_at` and `attempt`, and the headers
+in the shape of OpenMail's webhooks plus `delivered_at` and `attempt`, and the headers
 `X-Signature` (hex HMAC-SHA256 of "{X-Timestamp}.{raw body}" with the
 endpoint's secret), `X-Timestamp` (unix seconds) and `X-Event-Id`. During a
 secret rotation the old secret's signature rides along in
@@ -30,14 +30,14 @@ import dns.exception
 import dns.resolver
 import httpx
 
-from . import __version__
-from .config import parse_durations
-from .core.views import render_event
-from .errors import MailError
-from .runtime import Runtime
-from .store import messages
-from .store import webhooks as store
-from .util import now_iso
+from .. import __version__
+from ..config import parse_durations
+from ..core.views import render_event
+from ..errors import MailError
+from ..runtime import Runtime
+from ..store import messages
+from ..store import webhooks as store
+from ..util import now_iso
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import sys
 from collections import deque
 from datetime import datetime, timezone
 
-from .config import Settings
-from .credentials import redact_keys
+from ..auth.credentials import redact_keys
+from ..config import Settings
 
 LOG_FILE = "openmailserver.log"
 session_id: contextvars.ContextVar[str] = contextvars.ContextVar("session_id", default="-")

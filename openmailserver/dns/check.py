@@ -16,9 +16,9 @@ import dns.resolver
 import dns.reversename
 import spf
 
-from .config import Settings
-from .delivery.dkim import public_key_record
-from .resolver import forget_cached_answers
+from ..config import Settings
+from ..mailauth.dkim import public_key_record
+from .resolver import addresses, forget_cached_answers
 
 
 @dataclass
@@ -37,16 +37,6 @@ def _txt(name: str) -> list[str]:
         return [b"".join(r.strings).decode("utf-8", "replace") for r in dns.resolver.resolve(name, "TXT")]
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return []
-
-
-def _addresses(name: str) -> list[str]:
-    found = []
-    for rtype in ("A", "AAAA"):
-        try:
-            found += [r.address for r in dns.resolver.resolve(name, rtype)]
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            pass
-    return found
 
 
 def _same_key(published: str, expected: str) -> bool:
@@ -88,7 +78,7 @@ def check_domain(settings: Settings, domain: dict[str, Any]) -> list[Check]:
     else:
         found = ", ".join(h for _, h in mx_hosts) or "no MX record"
         checks.append(Check("mx", "fail", f"MX of {name} should be {host}; found {found}", records["mx"]))
-    ips = _addresses(host)
+    ips = addresses(host)
     checks.append(Check("host", "pass", f"{host} resolves to {', '.join(ips)}") if ips else
                   Check("host", "fail", f"{host} has no A/AAAA record", records["host"]))
     for ip in ips:
@@ -204,7 +194,7 @@ def _verify_one(settings: Settings, record: dict[str, Any]) -> tuple[str, str]:
     if _words(found[0]) == _words(record["value"]):
         return VALID, f"SPF: {found[0]}"
     host = settings.mail_host.rstrip(".").lower()
-    ips = _addresses(host)
+    ips = addresses(host)
     if not ips:
         return INVALID, f"SPF is {found[0]!r}; publish {record['value']!r} (or any policy that authorises {host})"
     result, explanation = spf.check2(i=ips[0], s=f"postmaster@{name}", h=host)

@@ -24,8 +24,8 @@ import ssl
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
-from . import tls
-from .config import ConfigError, Settings
+from .. import tls
+from ..config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 

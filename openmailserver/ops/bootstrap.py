@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from . import tls
-from .config import Settings
-from .core import accounts as core_accounts
-from .store import Database
+from .. import tls
+from ..config import Settings
+from ..core import accounts as core_accounts
+from ..store import Database
 
 
 @dataclass

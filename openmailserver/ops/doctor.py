@@ -10,12 +10,13 @@ import os
 import socket
 from dataclasses import asdict, dataclass
 
-from . import dnscheck, resolver, tls
-from .config import Settings
-from .daemon import PORT_SETTINGS, running_pid, served_listeners
-from .store import Database, accounts
-from .util import disk_status
-
+from .. import tls
+from ..config import LISTENER_PORTS, Settings
+from ..dns import check as dnscheck
+from ..dns import resolver
+from ..store import Database, accounts
+from ..util import disk_status
+from .pidfile import running_pid
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Finding:
 
 def _listeners(settings: Settings, running: bool) -> list[Finding]:
     found = []
-    for name, (host, port) in served_listeners(settings).items():
+    for name, (host, port) in settings.listeners().items():
         target = "127.0.0.1" if host in ("0.0.0.0", "") else host
         try:
             with socket.create_connection((target, port), timeout=2):
@@ -37,7 +38,7 @@ def _listeners(settings: Settings, running: bool) -> list[Finding]:
             status = "fail" if running else "warn"
             found.append(Finding(f"listener {name}", status, f"{host}:{port}: {exc.strerror or exc}",
                                  "start the daemon (systemctl start openmailserver)" if not running else
-                                 f"check the logs; set {PORT_SETTINGS[name]} = 0 to disable this listener"))
+                                 f"check the logs; set {LISTENER_PORTS[name]} = 0 to disable this listener"))
     return found
 
 

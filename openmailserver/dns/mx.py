@@ -13,6 +13,8 @@ import dns.exception
 import dns.name
 import dns.resolver
 
+from .resolver import addresses
+
 
 class RouteError(Exception):
     def __init__(self, message: str, *, permanent: bool, status: str) -> None:
@@ -25,16 +27,6 @@ class RouteError(Exception):
 class Hop:
     host: str  # the MX host name (for the record) ...
     ip: str    # ... and the address we connect to
-
-
-def _addresses(host: str) -> list[str]:
-    found: list[str] = []
-    for rtype in ("A", "AAAA"):
-        try:
-            found.extend(r.address for r in dns.resolver.resolve(host, rtype))
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
-            continue
-    return found
 
 
 def route(domain: str) -> list[Hop]:
@@ -55,7 +47,7 @@ def route(domain: str) -> list[Hop]:
     hops = []
     for host in hosts:
         try:
-            hops.extend(Hop(host, ip) for ip in _addresses(host))
+            hops.extend(Hop(host, ip) for ip in addresses(host))
         except dns.exception.Timeout:
             continue
     if not hops:

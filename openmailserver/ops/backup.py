@@ -34,8 +34,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from .config import Settings
-from .errors import MailError
+from ..config import Settings
+from ..errors import MailError
 
 MAGIC = b"OMSBACKUP1\n"
 CHUNK = 1024 * 1024

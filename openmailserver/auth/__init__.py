@@ -1,0 +1,1 @@
+"""Who is asking: passwords and API keys, and the failed-login throttle."""

@@ -1,0 +1,1 @@
+"""Message authentication: DKIM keys and signing, SPF/DKIM/DMARC verification (Authentication-Results)."""

@@ -1,0 +1,1 @@
+"""Operations: data-dir initialisation, doctor, backups, reload and systemd integration."""

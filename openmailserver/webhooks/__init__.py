@@ -1,0 +1,1 @@
+"""Webhooks: signed HTTP deliveries of logged events, with retries."""
