@@ -113,6 +113,27 @@ class Settings:
     smtp_max_connections: int = field(default=500, metadata=_doc("Simultaneous SMTP connections, all listeners."))
     smtp_max_connections_per_ip: int = field(default=50, metadata=_doc("Simultaneous SMTP connections from one IP."))
     smtp_idle_timeout: int = field(default=300, metadata=_doc("Seconds an SMTP session may stay idle."))
+    imap_max_connections: int = field(
+        default=5000, metadata=_doc("Simultaneous IMAP connections, both listeners.", kind="count"))
+    imap_max_sessions_per_user: int = field(
+        default=1000, metadata=_doc("Simultaneous logged-in IMAP sessions of one mailbox (clients, devices, tools).",
+                                    kind="count"))
+    auth_failure_limit: int = field(
+        default=10, metadata=_doc("Failed logins (SMTP AUTH, IMAP) from one IP within `auth_failure_window` "
+                                  "that block it.", kind="count"))
+    auth_failure_window: int = field(
+        default=300, metadata=_doc("Seconds (or s/m/h/d) over which failed logins are counted.", kind="duration"))
+    auth_block_time: int = field(
+        default=300, metadata=_doc("How long (s/m/h/d) a blocked IP is refused without its password being checked.",
+                                   kind="duration"))
+    work_threads: int = field(
+        default=16, metadata=_doc("Threads for blocking work: password hashing, DKIM/RSA, DNS, parsing.",
+                                  kind="count"))
+    store_threads: int = field(
+        default=16, metadata=_doc("Threads for message-file I/O that kernel AIO does not take (large deliveries).",
+                                  kind="count"))
+    db_read_threads: int = field(
+        default=4, metadata=_doc("Threads reading the index beside its one writer.", kind="count"))
     dmarc_enforce: bool = field(
         default=True,
         metadata=_doc("Reject (550 5.7.1) mail failing DMARC for a `p=reject` domain; false only marks it."),
@@ -287,6 +308,8 @@ def _coerce(name: str, raw: Any) -> Any:
             raise ConfigError(f"setting {name!r}: port {value} is outside 0-65535")
         if value < 0:
             raise ConfigError(f"setting {name!r}: must not be negative")
+        if kind == "count" and value < 1:
+            raise ConfigError(f"setting {name!r}: must be at least 1")
         return value
     if isinstance(default, tuple):
         if isinstance(raw, str):

@@ -23,17 +23,18 @@ class Runtime:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
-        self.adb = AsyncDatabase(db)
+        self.adb = AsyncDatabase(db, readers=settings.db_read_threads)
         # fsyncs, password hashing, DKIM/RSA and header parsing run here, off the loop.
-        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="work")
+        self.pool = ThreadPoolExecutor(max_workers=settings.work_threads, thread_name_prefix="work")
         # Message files being fsynced (`core.deliver`): a pool of their own, so that a delivery's
         # fsync never queues behind parsing or DNS work, nor that work behind a burst of fsyncs.
-        self.store_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="store")
+        self.store_pool = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
         self.fsyncer = Fsyncer(self.store_pool)  # through kernel AIO from the loop where it can
         self.renames = FlagRenames()  # message files renamed after flag changes, when IMAP is quiet
         self.listeners: dict[str, tuple[str, int]] = {}
         self.hub = Hub()
-        self.auth_throttle = AuthThrottle()
+        self.auth_throttle = AuthThrottle(settings.auth_failure_limit, settings.auth_failure_window,
+                                          settings.auth_block_time)
         self.queue_wakeup = asyncio.Event()  # set when new mail is queued
         self.idempotency_in_flight: set[tuple[str, str]] = set()
         self.metrics = Metrics()

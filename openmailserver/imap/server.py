@@ -56,8 +56,6 @@ log = logging.getLogger(__name__)
 CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
                 "CHILDREN", "UIDPLUS", "MOVE", "SPECIAL-USE")
 SEPARATOR = "/"
-MAX_CONNECTIONS = 5000
-MAX_SESSIONS_PER_USER = 1000  # high enough for many devices and tools
 MAX_COMMAND_LITERAL = 64 * 1024  # literals of commands other than APPEND
 MAX_COMMAND_TOTAL = 1024 * 1024  # all literals of one non-APPEND command
 # APPENDed messages up to this size are prepared on the event loop: the parsing holds the
@@ -630,7 +628,7 @@ class Session:
         mailbox = await self.rt.adb.read(store_accounts.get_mailbox_by_id, row["id"])
         if mailbox is None:
             return "NO [AUTHENTICATIONFAILED] Authentication failed"
-        if self.shared.per_user[mailbox["id"]] >= MAX_SESSIONS_PER_USER:
+        if self.shared.per_user[mailbox["id"]] >= self.rt.settings.imap_max_sessions_per_user:
             return "NO [LIMIT] Too many sessions for this user"
         self.shared.per_user[mailbox["id"]] += 1
         self.counted_user = mailbox["id"]
@@ -1108,7 +1106,7 @@ async def _start(rt: Runtime, sock: socket.socket, implicit_tls: bool) -> Callab
         shared.warmer = asyncio.create_task(_warm_cache(rt))
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(shared.sessions) >= MAX_CONNECTIONS:
+        if len(shared.sessions) >= rt.settings.imap_max_connections:
             writer.write(b"* BYE Too many connections, try again later\r\n")
             with contextlib.suppress(Exception):
                 await writer.drain()

@@ -30,7 +30,8 @@ from ..config import ConfigError, Settings
 log = logging.getLogger(__name__)
 
 # Read at use time through `rt.settings`, so replacing them there takes effect at once.
-RUNTIME_SETTINGS = frozenset({"tls_cert", "tls_key", "log_level", "debug_api_enabled"})
+RUNTIME_SETTINGS = frozenset({"tls_cert", "tls_key", "log_level", "debug_api_enabled", "imap_max_connections",
+                              "imap_max_sessions_per_user"})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 

@@ -77,3 +77,33 @@ def test_password_guessing_is_throttled_per_address(make_daemon):
     assert line.startswith(b"a1 OK"), line
     tls.close()
     imap.logout()
+
+
+def test_operator_limits_are_settings(make_daemon):
+    """The IMAP connection and per-user session limits and the failed-login threshold come
+    from the settings (defaults 5000, 1000 and 10)."""
+    daemon = make_daemon("limits", imap_max_connections=4, imap_max_sessions_per_user=2, auth_failure_limit=3)
+    daemon.create_mailbox("victim", password=PASSWORD)
+    port = daemon.settings["imap_port"]
+    sessions = []
+    for _ in range(2):
+        sessions.append(imaplib.IMAP4("127.0.0.1", port))
+        sessions[-1].login("victim@limits.test", PASSWORD)
+    third = socket.create_connection(("127.0.0.1", port))
+    reader = third.makefile("rb")
+    assert reader.readline().startswith(b"* OK")
+    third.sendall(f'a1 LOGIN victim@limits.test "{PASSWORD}"\r\n'.encode())
+    while not (line := reader.readline()).startswith(b"a1 "):
+        pass
+    assert line.startswith(b"a1 NO [LIMIT]"), line
+    fourth = socket.create_connection(("127.0.0.1", port))  # the fourth connection is still admitted
+    assert fourth.makefile("rb").readline().startswith(b"* OK")
+    fifth = socket.create_connection(("127.0.0.1", port))
+    assert fifth.makefile("rb").readline().startswith(b"* BYE Too many connections")
+    for sock in (third, fourth, fifth):
+        sock.close()
+    for session in sessions:
+        session.logout()
+
+    submission = daemon.settings["submission_starttls_port"]
+    assert [_smtp_attempt(submission, f"guess-{n}") for n in range(4)] == [535, 535, 535, 421]
