@@ -18,7 +18,7 @@ from rich.table import Table
 
 from . import __version__
 from .config import ConfigError, Settings, load_settings, parse_assignments, render_reference
-from .errors import MailError
+from .errors import ErrorCode, MailError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="openmailserver: SMTP, IMAP, DKIM, a durable queue and an HTTP API in one daemon.")
@@ -465,7 +465,7 @@ def restore(path: str, config: ConfigOpt = None, dev: DevOpt = False, set_: SetO
 
     settings = _settings(config, dev, set_)
     if running_pid(settings):
-        _fail(MailError("daemon_running", f"a daemon serves {settings.data_dir}; stop it first"), as_json)
+        _fail(MailError(ErrorCode.DAEMON_RUNNING, f"a daemon serves {settings.data_dir}; stop it first"), as_json)
     try:
         with _progress("restoring", not as_json) as progress:
             result = backup.restore(settings, path, progress)
@@ -604,7 +604,7 @@ def reindex(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, 
 
     settings = _settings(config, dev, set_)
     if running_pid(settings):
-        _fail(MailError("daemon_running", f"a daemon serves {settings.data_dir}; it reindexes at start-up, "
+        _fail(MailError(ErrorCode.DAEMON_RUNNING, f"a daemon serves {settings.data_dir}; it reindexes at start-up, "
                         "or stop it first"), as_json)
     report = reconcile(_db(settings), settings.mail_root)
     data = {"adopted": report.adopted, "dropped": report.dropped, "renamed": report.renamed,
@@ -644,7 +644,7 @@ def logs(level: Annotated[str, typer.Option(help="Lowest level shown.")] = "info
 
     settings = _settings(config, dev, set_)
     if level not in LEVELS:
-        _fail(MailError("invalid_level", f"level must be one of {', '.join(LEVELS)}"), as_json)
+        _fail(MailError(ErrorCode.INVALID_LEVEL, f"level must be one of {', '.join(LEVELS)}"), as_json)
     path = settings.log_dir / LOG_FILE
 
     def show(entries) -> None:

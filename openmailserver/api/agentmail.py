@@ -28,7 +28,7 @@ from .. import mime
 from ..core import accounts as core
 from ..core import labels as core_labels
 from ..core.submit import submit
-from ..errors import MailError, not_found
+from ..errors import ErrorCode, MailError, not_found
 from ..mime.compose import compose
 from ..store import accounts, messages
 from ..store import webhooks as hook_store
@@ -234,8 +234,7 @@ async def update_message(request: Request) -> JSONResponse:
     row = await compat.inbox_message(request, mailbox, request.path_params["message_id"])
     body = await json_body(request)
     if "labels" not in body:
-        raise MailError("invalid_request", "labels is required (the message's complete list of labels)",
-                        http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, "labels is required (the message's complete list of labels)")
     await core_labels.set_labels(rt, mailbox, row["id"], replace=core_labels.check_labels(body["labels"]))
     return ok(await _full(request, mailbox, await compat.inbox_message(request, mailbox, row["id"])))
 
@@ -309,13 +308,12 @@ async def download(request: Request) -> Response:
     index = _index(request.path_params["attachment_id"])
     expires, signature = request.query_params.get("expires", ""), request.query_params.get("signature", "")
     if not expires.isdigit() or len(expires) > 12 or not signature:
-        raise MailError("invalid_request", "expires and signature are required (use the download_url as given)",
-                        http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, "expires and signature are required (use the download_url as given)")
     expected = _signature(await _signing_key(request), message_id, index, int(expires))
     if not hmac.compare_digest(expected, signature):
-        raise MailError("forbidden", "the download URL's signature is not valid", http_status=403)
+        raise MailError(ErrorCode.FORBIDDEN, "the download URL's signature is not valid")
     if int(expires) < time.time():
-        raise MailError("url_expired", "the download URL has expired", http_status=403,
+        raise MailError(ErrorCode.URL_EXPIRED, "the download URL has expired",
                         fix="ask for the attachment again to get a fresh download_url")
     row = await rt.adb.read(messages.get_message, message_id)
     mailbox = await rt.adb.read(accounts.get_mailbox_by_id, row["mailbox_id"]) if row else None
@@ -406,11 +404,11 @@ def _event_types(value: Any, required: bool) -> list[str]:
     if value is None and not required:
         return []
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise MailError("invalid_request", "event_types must be a non-empty list of event names", http_status=422,
+        raise MailError(ErrorCode.INVALID_REQUEST, "event_types must be a non-empty list of event names",
                         fix=f"use any of {', '.join(EVENT_TYPES)}")
     unknown = sorted(set(value) - set(EVENT_TYPES))
     if unknown:
-        raise MailError("invalid_request", f"unknown event types: {', '.join(unknown)}", http_status=422,
+        raise MailError(ErrorCode.INVALID_REQUEST, f"unknown event types: {', '.join(unknown)}",
                         fix=f"use any of {', '.join(EVENT_TYPES)}")
     return list(dict.fromkeys(value))
 
@@ -454,7 +452,7 @@ async def update_webhook(request: Request) -> JSONResponse:
         changes["inbox_ids"] = inbox_filter(who, body["inbox_ids"])
     if "enabled" in body:
         if not isinstance(body["enabled"], bool):
-            raise MailError("invalid_request", "enabled must be true or false", http_status=422)
+            raise MailError(ErrorCode.INVALID_REQUEST, "enabled must be true or false")
         changes["enabled"] = body["enabled"]
         if body["enabled"]:
             changes.update(disabled_reason=None, failing_since=None)
@@ -484,11 +482,10 @@ async def create_key(request: Request) -> JSONResponse:
     body = await json_body(request)
     name = body.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise MailError("invalid_request", "name is required (a string of at most 200 characters)",
-                        http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, "name is required (a string of at most 200 characters)")
     inbox_id = body.get("inbox_id")
     if inbox_id is not None and not isinstance(inbox_id, str):
-        raise MailError("invalid_request", "inbox_id must be a string", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, "inbox_id must be a string")
     mailbox_id = None
     if inbox_id is not None or not who.is_admin:
         _, mailbox = await compat.own_inbox(request, "mail:read", inbox_id or who.mailbox_id)

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from ..errors import MailError, storage_exhausted, storage_full
+from ..errors import ErrorCode, MailError, storage_exhausted, storage_full
 from ..runtime import Runtime
 from . import agentmail, domains, openmail
 from . import (aliases, backups, debug, events, health, mailboxes, messages, openapi, ops, outbound, replies, send,
@@ -26,23 +26,25 @@ async def _mail_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+_HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED, 400: ErrorCode.BAD_REQUEST,
+               413: ErrorCode.PAYLOAD_TOO_LARGE}
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "payload_too_large"}
-    error = codes.get(exc.status_code, "http_error")
-    message = exc.detail if isinstance(exc.detail, str) else error
+    code = _HTTP_CODES.get(exc.status_code, ErrorCode.HTTP_ERROR)
+    message = exc.detail if isinstance(exc.detail, str) else code.wire
     if exc.status_code == 404:
         message = f"no endpoint at {request.url.path}"
-    return JSONResponse({"error": error, "message": message}, status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None))
+    error = MailError(code, message).answered_with(exc.status_code)
+    return JSONResponse(error.as_json(), status_code=error.http_status, headers=getattr(exc, "headers", None))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     if storage_exhausted(exc):
         return error_response(storage_full())
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse({"error": "internal_error", "message": "the server failed to handle this request"},
-                        status_code=500)
+    return error_response(MailError(ErrorCode.INTERNAL_ERROR, "the server failed to handle this request"))
 
 
 def compat_routes() -> list[Route]:

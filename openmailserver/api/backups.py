@@ -9,7 +9,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ..errors import MailError
+from ..errors import ErrorCode, MailError
 from ..ops import backup
 from .base import json_body, ok, principal, runtime
 
@@ -33,7 +33,7 @@ async def validate(request: Request) -> JSONResponse:
     if path is None and request.headers.get("content-length", "0") != "0":
         path = (await json_body(request)).get("path")
     if not isinstance(path, str) or not path:
-        raise MailError("invalid_request", "give the backup's path as ?path= or {\"path\": ...}", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, "give the backup's path as ?path= or {\"path\": ...}")
     if "/" not in path:
         path = str(rt.settings.data_dir / "backups" / path)
     return ok(await rt.run(backup.validate, rt.settings, path))

@@ -9,7 +9,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 
 from ..core.accounts import Principal, authenticate
-from ..errors import MailError
+from ..errors import ErrorCode, MailError
 from ..runtime import Runtime
 
 MAX_JSON_BODY = 1024 * 1024
@@ -35,16 +35,16 @@ async def principal(request: HTTPConnection, scope: str, allow_query: bool = Fal
     """The caller, who must hold `scope`: 401 without a key, 403 for a wrong key or scope."""
     key = api_key_of(request, allow_query)
     if not key:
-        raise MailError("unauthorized", "an API key is required", http_status=401,
+        raise MailError(ErrorCode.UNAUTHORIZED, "an API key is required",
                         fix="send it in the X-OpenMailserver-Key header or as Authorization: Bearer")
     if len(key) > 256:
-        raise MailError("forbidden", "invalid API key", http_status=403)
+        raise MailError(ErrorCode.FORBIDDEN, "invalid API key")
     rt = runtime(request)
     who = await rt.run(authenticate, rt.db, key)
     if who is None:
-        raise MailError("forbidden", "invalid API key", http_status=403)
+        raise MailError(ErrorCode.FORBIDDEN, "invalid API key")
     if not who.allows(scope):
-        raise MailError("forbidden", f"this key lacks the {scope!r} scope", http_status=403)
+        raise MailError(ErrorCode.FORBIDDEN, f"this key lacks the {scope!r} scope")
     request.state.principal = who
     return who
 
@@ -53,20 +53,20 @@ async def json_body(request: Request, limit: int = MAX_JSON_BODY) -> dict[str, A
     """The request body as a JSON object (whatever the Content-Type says), or a 400/413 error."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise MailError("payload_too_large", f"the body is larger than {limit} bytes", http_status=413)
+        raise MailError(ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise MailError("payload_too_large", f"the body is larger than {limit} bytes", http_status=413)
+            raise MailError(ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than {limit} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:
         data = json.loads(raw) if raw.strip() else None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise MailError("invalid_json", f"the body is not valid JSON: {exc}", http_status=400) from None
+        raise MailError(ErrorCode.INVALID_JSON, f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise MailError("invalid_json", "the body must be a JSON object", http_status=400)
+        raise MailError(ErrorCode.INVALID_JSON, "the body must be a JSON object")
     return data
 
 

@@ -17,7 +17,7 @@ from .. import mime
 from ..core import accounts as core_accounts
 from ..core.accounts import Principal
 from ..core.views import read_raw
-from ..errors import MailError, not_found
+from ..errors import ErrorCode, MailError, not_found
 from ..store import accounts, messages, queue
 from ..webhooks import dispatcher as webhooks
 from .base import principal, runtime
@@ -56,8 +56,7 @@ def optional_text(body: dict, field: str, limit: int) -> str | None:
     """An optional string field of a JSON body, at most `limit` characters."""
     value = body.get(field)
     if value is not None and (not isinstance(value, str) or len(value) > limit):
-        raise MailError("invalid_request", f"{field} must be a string of at most {limit} characters",
-                        http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, f"{field} must be a string of at most {limit} characters")
     return value
 
 
@@ -65,7 +64,7 @@ async def create_inbox(rt, username: Any, domain: Any, **details: Any) -> dict:
     """A new mailbox for the inbox-creating endpoints of both dialects: `username` (random when
     absent) at `domain` (the primary mail domain when absent); `core.create_mailbox`'s result."""
     if username is not None and (not isinstance(username, str) or not username.strip()):
-        raise MailError("invalid_request", "username must be a non-empty string", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, "username must be a non-empty string")
     local = username.strip() if username else core_accounts.random_local_part()
     domain = domain if domain is not None else rt.settings.mail_domain
     return await rt.run(lambda: core_accounts.create_mailbox(rt.settings, rt.db, local, domain, add_domain=False,
@@ -100,16 +99,16 @@ def paging(request: Request, default_size: int = 20) -> tuple[int, int]:
     params = request.query_params
     page, size = params.get("page", "1"), params.get("page_size", str(default_size))
     if not page.isdigit() or int(page) < 1 or int(page) > 1_000_000:
-        raise MailError("invalid_request", "page must be a positive integer", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, "page must be a positive integer")
     if not size.isdigit() or not 1 <= int(size) <= 100:
-        raise MailError("invalid_request", "page_size must be an integer from 1 to 100", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, "page_size must be an integer from 1 to 100")
     return int(page), int(size)
 
 
 def bounded_int(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name, str(default))
     if not raw.isdigit() or not low <= int(raw) <= high:
-        raise MailError("invalid_request", f"{name} must be an integer from {low} to {high}", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, f"{name} must be an integer from {low} to {high}")
     return int(raw)
 
 
@@ -118,28 +117,25 @@ async def fetch_attachment(request: Request, url: Any, field: str) -> tuple[byte
     loopback addresses unless listed in `webhook_allowed_hosts`), without redirects, capped."""
     rt = runtime(request)
     if not isinstance(url, str) or len(url) > 2048:
-        raise MailError("invalid_request", f"{field}.url must be a URL of at most 2048 characters",
-                        http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, f"{field}.url must be a URL of at most 2048 characters")
     problem = await rt.run(webhooks.url_problem, url, tuple(h.lower() for h in rt.settings.webhook_allowed_hosts))
     if problem:
-        raise MailError("invalid_attachment_url", f"{field}.url refused: {problem}", http_status=422)
+        raise MailError(ErrorCode.INVALID_ATTACHMENT_URL, f"{field}.url refused: {problem}")
     try:
         async with httpx.AsyncClient(timeout=URL_FETCH_TIMEOUT, follow_redirects=False) as client:
             async with client.stream("GET", url) as response:
                 if response.status_code != 200:
-                    raise MailError("attachment_fetch_failed", f"{field}.url answered HTTP {response.status_code}",
-                                    http_status=422)
+                    raise MailError(ErrorCode.ATTACHMENT_FETCH_FAILED, f"{field}.url answered HTTP {response.status_code}")
                 chunks, size = [], 0
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)
                     if size > MAX_ATTACHMENT_BYTES:
-                        raise MailError("payload_too_large", f"{field}.url is larger than 25 MiB", http_status=413)
+                        raise MailError(ErrorCode.PAYLOAD_TOO_LARGE, f"{field}.url is larger than 25 MiB")
                     chunks.append(chunk)
                 ctype = response.headers.get("content-type", "").split(";")[0].strip().lower() or None
                 return b"".join(chunks), ctype
     except httpx.HTTPError as exc:
-        raise MailError("attachment_fetch_failed", f"{field}.url could not be fetched: {type(exc).__name__}",
-                        http_status=422) from None
+        raise MailError(ErrorCode.ATTACHMENT_FETCH_FAILED, f"{field}.url could not be fetched: {type(exc).__name__}") from None
 
 
 async def resolve_attachment_urls(request: Request, items: Any) -> Any:

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 
 from .. import tls
 from ..dns import check as dnscheck
-from ..errors import MailError, not_found
+from ..errors import ErrorCode, MailError, not_found
 from ..store import accounts, messages, queue
 from ..telemetry.logs import LEVELS, LOG_FILE, read_entries
 from .base import ok, principal, runtime
@@ -20,7 +20,7 @@ from .health import collect_checks
 
 async def _debug_principal(request: Request):
     if not runtime(request).settings.debug_api_enabled:
-        raise MailError("not_found", f"no endpoint at {request.url.path}", http_status=404,
+        raise MailError(ErrorCode.NOT_FOUND, f"no endpoint at {request.url.path}",
                         fix="set debug_api_enabled = true to use the debug endpoints")
     return await principal(request, "debug:read")
 
@@ -90,9 +90,9 @@ async def logs(request: Request) -> JSONResponse:
     level = request.query_params.get("level", "info").lower()
     limit = request.query_params.get("limit", "100")
     if level not in LEVELS:
-        raise MailError("invalid_level", f"level must be one of {', '.join(LEVELS)}", http_status=422)
+        raise MailError(ErrorCode.INVALID_LEVEL, f"level must be one of {', '.join(LEVELS)}")
     if not limit.isdigit() or not 1 <= int(limit) <= 5000:
-        raise MailError("invalid_limit", "limit must be an integer from 1 to 5000", http_status=422)
+        raise MailError(ErrorCode.INVALID_LIMIT, "limit must be an integer from 1 to 5000")
     started = time.perf_counter()
     entries, _ = await rt.run(read_entries, rt.settings.log_dir / LOG_FILE, LEVELS[level], int(limit))
     return ok({"entries": entries, "count": len(entries),

@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..core.accounts import Principal
 from ..core.views import render_event
-from ..errors import MailError
+from ..errors import ErrorCode, MailError
 from ..store import messages
 from .base import ok, principal, runtime
 
@@ -31,7 +31,7 @@ def _seq(value: Any, field: str = "after") -> int:
     if value is None or value == "":
         return 0
     if isinstance(value, bool) or not str(value).isdigit():
-        raise MailError("invalid_request", f"{field} must be a non-negative integer (an event seq)", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, f"{field} must be a non-negative integer (an event seq)")
     return int(value)
 
 
@@ -40,7 +40,7 @@ def _list(value: Any, field: str) -> list[str] | None:
         return None
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-        raise MailError("invalid_request", f"{field} must be a list of strings", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, f"{field} must be a list of strings")
     return [i.strip() for i in items if i.strip()]
 
 
@@ -50,7 +50,7 @@ class Filter:
     def __init__(self, who: Principal, mailboxes: list[str] | None, types: list[str] | None) -> None:
         if not who.is_admin:
             if mailboxes and any(m != who.mailbox_id for m in mailboxes):
-                raise MailError("not_found", "inbox not found", http_status=404)
+                raise MailError(ErrorCode.NOT_FOUND, "inbox not found")
             mailboxes = [who.mailbox_id]  # type: ignore[list-item]
         self.mailboxes = mailboxes
         self.types = types
@@ -84,7 +84,7 @@ async def list_events(request: Request) -> JSONResponse:
     params = request.query_params
     limit = _seq(params.get("limit") or PAGE, "limit")
     if not 1 <= limit <= 1000:
-        raise MailError("invalid_limit", "limit must be from 1 to 1000", http_status=422)
+        raise MailError(ErrorCode.INVALID_LIMIT, "limit must be from 1 to 1000")
     selection = Filter(who, _list(params.get("mailbox") or params.get("inbox_id"), "mailbox"),
                        _list(params.get("types"), "types"))
     after = _seq(params.get("after"))
@@ -133,14 +133,14 @@ async def websocket(ws: WebSocket) -> None:
     try:
         who = await principal(ws, "mail:read", allow_query=True)
     except MailError as exc:
-        await ws.close(code=4401 if exc.http_status == 401 else 4403, reason=exc.message)
+        await ws.close(code=4401 if exc.code is ErrorCode.UNAUTHORIZED else 4403, reason=exc.message)
         return
     await ws.accept()
     rt = ws.app.state.runtime
     try:
         request = await ws.receive_json()
         if not isinstance(request, dict) or request.get("type") != "subscribe":
-            raise MailError("invalid_request", 'send {"type": "subscribe"} first', http_status=400)
+            raise MailError(ErrorCode.INVALID_REQUEST, 'send {"type": "subscribe"} first')
         selection = Filter(who, _list(request.get("inbox_ids"), "inbox_ids"),
                            _list(request.get("event_types"), "event_types"))
         # Without `after` the stream starts now (live only), as the hosted APIs do; with it,

@@ -13,7 +13,7 @@ from ..address import parse_mailbox_address
 from ..core import accounts as core
 from ..core import labels
 from ..core.views import read_raw
-from ..errors import MailError, not_found
+from ..errors import ErrorCode, MailError, not_found
 from ..store import accounts, messages
 from .base import json_body, ok, principal, runtime
 
@@ -32,7 +32,7 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
 def _limit(request: Request) -> int:
     raw = request.query_params.get("limit", "50")
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise MailError("invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}", http_status=422)
+        raise MailError(ErrorCode.INVALID_LIMIT, f"limit must be an integer from 1 to {MAX_LIMIT}")
     return int(raw)
 
 
@@ -98,7 +98,7 @@ async def get_attachment(request: Request) -> Response:
     row, mailbox = await visible_message(request)
     index = request.path_params["index"]
     if not index.isdigit():
-        raise MailError("invalid_request", "the attachment index must be a number", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, "the attachment index must be a number")
     found = await runtime(request).run(mime.attachment_data, await message_bytes(request, row, mailbox), int(index))
     if found is None:
         raise not_found("attachment")
@@ -131,11 +131,11 @@ async def update_message(request: Request) -> JSONResponse:
     for field, flag in (("seen", "\\Seen"), ("flagged", "\\Flagged")):
         if field in body:
             if not isinstance(body[field], bool):
-                raise MailError("invalid_request", f"{field} must be true or false", http_status=422)
+                raise MailError(ErrorCode.INVALID_REQUEST, f"{field} must be true or false")
             (add_flags if body[field] else remove_flags).append(flag)
     folder = body.get("folder")
     if folder is not None and (not isinstance(folder, str) or not folder):
-        raise MailError("invalid_request", "folder must be a folder name", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, "folder must be a folder name")
     rt = runtime(request)
     if add_flags or remove_flags or folder is not None:
         await labels.update_message(rt, mailbox, row["id"], add_flags=add_flags, remove_flags=remove_flags,

@@ -22,23 +22,23 @@ from starlette.responses import JSONResponse, Response
 from .. import mime
 from ..core import accounts as core
 from ..core import replies
-from ..errors import MailError, not_found
-from ..mime.compose import compose
 from ..core.submit import submit
 from ..core.views import attachment_url, header_addresses
+from ..errors import ErrorCode, MailError, not_found
+from ..mime.compose import compose
 from ..store import accounts, messages
 from . import compat
 from .base import json_body, ok, principal, runtime
 from .messages import attachment_response, message_bytes, visible_message
-from .send import (Idempotency, _read_body, addresses_field, client_of, request_hash_of, thread_parent,
-                   threading_headers)
+from .send import Idempotency, _read_body, addresses_field, client_of, request_hash_of, thread_parent, threading_headers
 from .threads import visible_thread
 
 MAX_SUBJECT, MAX_BODY, MAX_BODY_HTML = 998, 100_000, 500_000
 
 
 def bad_request(field: str, message: str) -> MailError:
-    return MailError("invalid_request", f"{field}: {message}", http_status=400)
+    # OpenMail's send contract answers 400 for a field it cannot use.
+    return MailError(ErrorCode.INVALID_REQUEST, f"{field}: {message}").answered_with(400)
 
 
 def inbox_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -55,8 +55,7 @@ async def create_inbox(request: Request) -> JSONResponse:
     username = body.get("username") if body.get("username") is not None else body.get("mailboxName")
     if body.get("username") is not None and body.get("mailboxName") is not None \
             and body["username"] != body["mailboxName"]:
-        raise MailError("invalid_request", "give username or mailboxName, not two different names",
-                        http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, "give username or mailboxName, not two different names")
     result = await compat.create_inbox(rt, username, body.get("domain"),
                                        display_name=compat.optional_text(body, "displayName", 200) or "",
                                        external_id=compat.optional_text(body, "externalId", 255))
@@ -107,7 +106,7 @@ def _addresses(body: dict, field: str, required: bool = False) -> list[str]:
     try:
         return addresses_field(body, field, required=required)
     except MailError as exc:  # the OpenMail API answers 400 for a bad address
-        raise MailError(exc.error, exc.message, http_status=400) from None
+        raise exc.answered_with(400) from None
 
 
 def _flag(body: dict, field: str, default: bool) -> bool:
@@ -123,7 +122,7 @@ async def send(request: Request) -> JSONResponse:
     who, mailbox = await compat.own_inbox(request, "mail:send")
     rt = runtime(request)
     if not request.headers.get("idempotency-key"):
-        raise MailError("missing_idempotency_key", "the Idempotency-Key header is required", http_status=400,
+        raise MailError(ErrorCode.MISSING_IDEMPOTENCY_KEY, "the Idempotency-Key header is required",
                         fix="send a fresh unique value (e.g. a UUID) per email, and the same one on retries")
     body, attachments = await _read_body(request, limit=rt.settings.message_size_limit * 2)
     guard = Idempotency(request, who, request_hash_of({**body, "_dialect": "openmail", "_inbox": mailbox["id"]},
@@ -189,7 +188,7 @@ async def list_messages(request: Request) -> JSONResponse:
     _, mailbox = await compat.own_inbox(request, "mail:read")
     direction = request.query_params.get("direction") or None
     if direction not in (None, "inbound", "outbound"):
-        raise MailError("invalid_request", "direction must be inbound or outbound", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, "direction must be inbound or outbound")
     limit = compat.bounded_int(request, "limit", 20, 1, 100)
     offset = compat.bounded_int(request, "offset", 0, 0, 10_000_000)
     rows, total = await runtime(request).adb.read(messages.page_messages, mailbox["id"], limit, offset, direction)

@@ -16,10 +16,10 @@ from starlette.responses import JSONResponse
 from ..address import parse_address
 from ..core import recipients
 from ..core.accounts import Principal
-from ..core.submit import sender_denied, submit
-from ..errors import MailError, not_found
-from ..mime.compose import compose
 from ..core.replies import reply_subject
+from ..core.submit import sender_denied, submit
+from ..errors import ErrorCode, MailError, not_found
+from ..mime.compose import compose
 from ..store import accounts, idempotency, messages
 from .base import json_body, ok, principal, runtime
 
@@ -31,7 +31,7 @@ _RESERVED_HEADERS = {"from", "to", "cc", "bcc", "subject", "date", "message-id",
 
 
 def invalid(field: str, message: str) -> MailError:
-    return MailError("invalid_request", f"{field}: {message}", http_status=422)
+    return MailError(ErrorCode.INVALID_REQUEST, f"{field}: {message}")
 
 
 def public_outbound(row: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def attachments_field(items: Any) -> list[dict]:
             raise invalid(f"attachments[{n}].content", "must be base64 text")
         total += len(data)
         if total > MAX_ATTACHMENT_BYTES:
-            raise MailError("payload_too_large", "attachments exceed 25 MiB in total", http_status=413)
+            raise MailError(ErrorCode.PAYLOAD_TOO_LARGE, "attachments exceed 25 MiB in total")
         out.append({"filename": filename.strip(), "content_type": ctype.lower(), "content": data})
     return out
 
@@ -122,11 +122,11 @@ async def _read_body(request: Request, limit: int) -> tuple[dict, list[dict]]:
         return body, attachments_field(body.get("attachments"))
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise MailError("payload_too_large", f"the body is larger than {limit} bytes", http_status=413)
+        raise MailError(ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than {limit} bytes")
     try:
         form = await request.form(max_files=100, max_fields=1000)
     except Exception as exc:  # noqa: BLE001 - python-multipart's parse errors
-        raise MailError("invalid_form", f"cannot read the form: {exc}", http_status=400) from None
+        raise MailError(ErrorCode.INVALID_FORM, f"cannot read the form: {exc}") from None
     body: dict[str, Any] = {}
     files = []
     for name, value in form.multi_items():
@@ -165,7 +165,7 @@ def idempotency_key(request: Request) -> str | None:
     if key is None:
         return None
     if not 1 <= len(key) <= 255:
-        raise MailError("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters", http_status=400)
+        raise MailError(ErrorCode.INVALID_IDEMPOTENCY_KEY, "Idempotency-Key must be 1 to 255 characters")
     return key
 
 
@@ -201,15 +201,13 @@ class Idempotency:
             return None
         slot = (self.owner, self.key)
         if slot in self.rt.idempotency_in_flight:
-            raise MailError("idempotency_in_progress", "a request with this Idempotency-Key is in progress",
-                            http_status=409, retry_after=1)
+            raise MailError(ErrorCode.IDEMPOTENCY_IN_PROGRESS, "a request with this Idempotency-Key is in progress", retry_after=1)
         self.rt.idempotency_in_flight.add(slot)
         self._held = True
         stored = await self.rt.adb.read(idempotency.lookup, self.owner, self.key)
         if stored is not None:
             if stored["request_hash"] != self.request_hash:
-                raise MailError("idempotency_conflict", "this Idempotency-Key was used with a different request",
-                                http_status=409)
+                raise MailError(ErrorCode.IDEMPOTENCY_CONFLICT, "this Idempotency-Key was used with a different request")
             return JSONResponse(stored["response"], status_code=stored["status"],
                                 headers={"Idempotent-Replayed": "true"})
         return None

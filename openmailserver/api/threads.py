@@ -13,7 +13,7 @@ from .. import mime
 from ..core import accounts as core
 from ..core.labels import delete_thread as remove
 from ..core.views import read_raw
-from ..errors import MailError, not_found
+from ..errors import ErrorCode, MailError, not_found
 from ..store import accounts, messages
 from .base import ok, principal, runtime
 
@@ -25,7 +25,7 @@ def _cursor(raw: str | None) -> tuple[str, str] | None:
         when, thread_id = json.loads(base64.urlsafe_b64decode(raw.encode()))
         return str(when), str(thread_id)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise MailError("invalid_cursor", "cursor is not one this server handed out", http_status=422) from None
+        raise MailError(ErrorCode.INVALID_CURSOR, "cursor is not one this server handed out") from None
 
 
 def _encode_cursor(row: dict) -> str:
@@ -45,7 +45,7 @@ async def list_threads(request: Request) -> JSONResponse:
         raise not_found(f"mailbox {mailbox['address']}")
     limit = request.query_params.get("limit", "50")
     if not limit.isdigit() or not 1 <= int(limit) <= 200:
-        raise MailError("invalid_limit", "limit must be an integer from 1 to 200", http_status=422)
+        raise MailError(ErrorCode.INVALID_LIMIT, "limit must be an integer from 1 to 200")
     rows = await rt.adb.read(messages.list_threads, mailbox["id"], int(limit) + 1,
                              _cursor(request.query_params.get("cursor")))
     page = rows[: int(limit)]

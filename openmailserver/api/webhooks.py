@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..core.accounts import Principal
-from ..errors import MailError, not_found
+from ..errors import ErrorCode, MailError, not_found
 from ..store import webhooks as store
 from ..webhooks import dispatcher as webhooks
 from .base import json_body, ok, principal, runtime
@@ -28,10 +28,10 @@ def _types(value: Any) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise MailError("invalid_request", "event_types must be a list of strings", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, "event_types must be a list of strings")
     unknown = sorted(set(value) - set(webhooks.EVENT_TYPES))
     if unknown:
-        raise MailError("invalid_request", f"unknown event types: {', '.join(unknown)}", http_status=422,
+        raise MailError(ErrorCode.INVALID_REQUEST, f"unknown event types: {', '.join(unknown)}",
                         fix=f"use any of {', '.join(webhooks.EVENT_TYPES)}")
     return list(dict.fromkeys(value))
 
@@ -40,7 +40,7 @@ def inbox_filter(who: Principal, value: Any) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise MailError("invalid_request", "inbox_ids must be a list of strings", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, "inbox_ids must be a list of strings")
     if not who.is_admin and any(v != who.mailbox_id for v in value):
         raise not_found("inbox")
     return list(dict.fromkeys(value))
@@ -62,7 +62,7 @@ async def create(request: Request) -> JSONResponse:
     url = await rt.run(webhooks.check_url, rt, body.get("url"))
     enabled = body.get("enabled", True)
     if not isinstance(enabled, bool):
-        raise MailError("invalid_request", "enabled must be true or false", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, "enabled must be true or false")
     secret = webhooks.new_secret()
     hook = await rt.adb.write(store.insert, mailbox_id=who.mailbox_id, url=url,
                               event_types=_types(body.get("event_types")),
@@ -94,7 +94,7 @@ async def update(request: Request) -> JSONResponse:
         changes["inbox_ids"] = inbox_filter(who, body["inbox_ids"])
     if "enabled" in body:
         if not isinstance(body["enabled"], bool):
-            raise MailError("invalid_request", "enabled must be true or false", http_status=422)
+            raise MailError(ErrorCode.INVALID_REQUEST, "enabled must be true or false")
         changes["enabled"] = body["enabled"]
         if body["enabled"]:
             changes.update(disabled_reason=None, failing_since=None)

@@ -13,7 +13,7 @@ from typing import Any
 from ..address import Address, mailbox_address, normalise_domain, parse_address, parse_mailbox_address
 from ..auth import credentials
 from ..config import Settings
-from ..errors import MailError, conflict, invalid_address, not_found
+from ..errors import ErrorCode, MailError, conflict, invalid_address, not_found
 from ..mailauth import dkim
 from ..store import Database, accounts, maildir
 from ..util import _ID_ALPHABET
@@ -55,11 +55,11 @@ def ensure_domain(db: Database, name: str) -> tuple[dict[str, Any], bool]:
 
 def _check_password(password: Any) -> str:
     if not isinstance(password, str) or not password:
-        raise MailError("invalid_password", "the password must be a non-empty string", http_status=422)
+        raise MailError(ErrorCode.INVALID_PASSWORD, "the password must be a non-empty string")
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise MailError("invalid_password", "the password is longer than 1024 characters", http_status=422)
+        raise MailError(ErrorCode.INVALID_PASSWORD, "the password is longer than 1024 characters")
     if len(password) < 8:
-        raise MailError("weak_password", "the password must have at least 8 characters", http_status=422,
+        raise MailError(ErrorCode.WEAK_PASSWORD, "the password must have at least 8 characters",
                         fix="omit the password to have a strong one generated")
     return password
 
@@ -68,8 +68,7 @@ def _check_quota(quota: Any) -> int | None:
     if quota is None:
         return None
     if isinstance(quota, bool) or not isinstance(quota, int) or quota < 0:
-        raise MailError("invalid_quota", "quota must be a non-negative number of bytes (0 = unlimited)",
-                        http_status=422)
+        raise MailError(ErrorCode.INVALID_QUOTA, "quota must be a non-negative number of bytes (0 = unlimited)")
     return quota
 
 
@@ -79,7 +78,7 @@ def random_local_part() -> str:
 
 
 def unknown_domain(domain: str) -> MailError:
-    return MailError("unknown_domain", f"{domain} is not a domain this server hosts", http_status=422,
+    return MailError(ErrorCode.UNKNOWN_DOMAIN, f"{domain} is not a domain this server hosts",
                      fix="add it first: POST /v1/domains (or /api/v0/domains) with {\"domain\": \"" + domain + "\"}")
 
 
@@ -147,9 +146,9 @@ def update_mailbox(db: Database, address: str, *, quota: Any = None, display_nam
                    active: Any = None) -> dict[str, Any]:
     row = get_mailbox(db, address)
     if display_name is not None and not isinstance(display_name, str):
-        raise MailError("invalid_display_name", "display_name must be a string", http_status=422)
+        raise MailError(ErrorCode.INVALID_DISPLAY_NAME, "display_name must be a string")
     if active is not None and not isinstance(active, bool):
-        raise MailError("invalid_active", "active must be true or false", http_status=422)
+        raise MailError(ErrorCode.INVALID_ACTIVE, "active must be true or false")
     return db.write(accounts.update_mailbox, row["id"], quota_bytes=_check_quota(quota),
                     display_name=display_name, active=None if active is None else int(active))
 
@@ -186,7 +185,7 @@ def create_alias(db: Database, source: Any, destination: Any) -> dict[str, Any]:
     src = _alias_source(source)
     domain = src.split("@", 1)[1]
     if not db.read(accounts.get_domain, domain):
-        raise MailError("unknown_domain", f"{domain} is not a domain this server hosts", http_status=422,
+        raise MailError(ErrorCode.UNKNOWN_DOMAIN, f"{domain} is not a domain this server hosts",
                         fix="create a mailbox on the domain first")
     if isinstance(destination, str):
         targets = [d.strip() for d in destination.split(",") if d.strip()]
@@ -200,11 +199,11 @@ def create_alias(db: Database, source: Any, destination: Any) -> dict[str, Any]:
     for target in targets:
         addr = str(parse_mailbox_address(target))
         if not (db.read(accounts.get_mailbox, addr) or db.read(accounts.get_alias, addr)):
-            raise MailError("unknown_destination",
-                            f"{addr} is not a local mailbox or alias", http_status=422,
+            raise MailError(ErrorCode.UNKNOWN_DESTINATION,
+                            f"{addr} is not a local mailbox or alias",
                             fix="create the mailbox first; aliases deliver to local mailboxes only")
         if addr == src:
-            raise MailError("alias_loop", "an alias cannot point at itself", http_status=422)
+            raise MailError(ErrorCode.ALIAS_LOOP, "an alias cannot point at itself")
         normalised.append(addr)
     if db.read(accounts.get_alias, src):
         raise conflict(f"alias {src} already exists")

@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import MailError, storage_exhausted, storage_full
+from ..errors import ErrorCode, MailError, storage_exhausted, storage_full
 from ..runtime import Runtime
 from ..store import maildir, mailstate, messages
 from ..store.db import mergeable
@@ -234,5 +234,4 @@ async def _deliver(rt: Runtime, deliveries: list[Delivery],
         await rt.run(maildir.remove_file, path, filename)
     if isinstance(failure, MailError):
         raise failure
-    raise MailError("delivery_failed", "local delivery failed, try again later",
-                    http_status=503, smtp=(451, "4.3.0")) from failure
+    raise MailError(ErrorCode.DELIVERY_FAILED, "local delivery failed, try again later") from failure

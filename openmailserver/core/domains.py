@@ -17,7 +17,7 @@ from typing import Any
 from ..address import normalise_domain
 from ..config import Settings
 from ..dns import check as dnscheck
-from ..errors import MailError, conflict, not_found
+from ..errors import ErrorCode, MailError, conflict, not_found
 from ..store import Database, accounts, messages
 from ..util import now_iso
 from .accounts import ensure_domain
@@ -27,7 +27,7 @@ PENDING, VERIFIED = "pending", "verified"
 
 def _name(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise MailError("invalid_domain", "domain must be a domain name such as example.com", http_status=422)
+        raise MailError(ErrorCode.INVALID_DOMAIN, "domain must be a domain name such as example.com")
     return normalise_domain(value.strip().rstrip("."))
 
 
@@ -48,7 +48,7 @@ def get(db: Database, ident: Any) -> dict[str, Any]:
 def add(db: Database, name: Any, feedback_enabled: Any = True) -> dict[str, Any]:
     name = _name(name)
     if not isinstance(feedback_enabled, bool):
-        raise MailError("invalid_request", "feedback_enabled must be true or false", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, "feedback_enabled must be true or false")
     if db.read(accounts.get_domain, name):
         raise conflict(f"domain {name} already exists")
     row, _ = ensure_domain(db, name)
@@ -105,8 +105,8 @@ def delete(settings: Settings, db: Database, ident: Any) -> dict[str, Any]:
     def remove(conn) -> None:  # checked and deleted in one transaction: no mailbox sneaks in between
         mailboxes, aliases = accounts.domain_usage(conn, row["id"], row["name"])
         if mailboxes or aliases:
-            raise MailError("domain_in_use", f"{row['name']} still has {mailboxes} mailbox(es) and {aliases} "
-                            "alias(es)", http_status=409, fix="delete its mailboxes and aliases first")
+            raise MailError(ErrorCode.DOMAIN_IN_USE, f"{row['name']} still has {mailboxes} mailbox(es) and {aliases} "
+                            "alias(es)", fix="delete its mailboxes and aliases first")
         accounts.delete_domain(conn, row["id"])
 
     db.write(remove)

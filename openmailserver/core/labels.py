@@ -15,7 +15,7 @@ import re
 import sqlite3
 from typing import Any, Iterable
 
-from ..errors import MailError, not_found
+from ..errors import ErrorCode, MailError, not_found
 from ..store import maildir, mailstate, messages
 
 SYSTEM_LABELS = ("inbound", "outbound", "unread", "spam", "bounced")
@@ -43,16 +43,15 @@ def check_labels(value: Any, field: str = "labels") -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise MailError("invalid_request", f"{field} must be a list of strings", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, f"{field} must be a list of strings")
     if len(value) > MAX_LABELS:
-        raise MailError("invalid_request", f"{field}: at most {MAX_LABELS} labels", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, f"{field}: at most {MAX_LABELS} labels")
     out: list[str] = []
     for label in value:
         if label.lower() in SYSTEM_LABELS:
-            raise MailError("invalid_label", f"{label!r} is a system label; it follows the message's state",
-                            http_status=422, fix=f"custom labels cannot be {', '.join(SYSTEM_LABELS)}")
+            raise MailError(ErrorCode.INVALID_LABEL, f"{label!r} is a system label; it follows the message's state", fix=f"custom labels cannot be {', '.join(SYSTEM_LABELS)}")
         if not _LABEL.match(label):
-            raise MailError("invalid_label", f"{label!r} is not a valid label", http_status=422,
+            raise MailError(ErrorCode.INVALID_LABEL, f"{label!r} is not a valid label",
                             fix="letters, digits and _ . : / + # @ $ -, up to 64 characters")
         if label.lower() not in {o.lower() for o in out}:
             out.append(label)
@@ -129,14 +128,13 @@ def check_flags(value: Any, field: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise MailError("invalid_request", f"{field} must be a list of flags", http_status=422)
+        raise MailError(ErrorCode.INVALID_REQUEST, f"{field} must be a list of flags")
     by_name = {f.lower().lstrip("\\"): f for f in SETTABLE_FLAGS}
     out = []
     for flag in value:
         canonical = by_name.get(flag.lower().lstrip("\\"))
         if canonical is None:
-            raise MailError("invalid_request", f"{field}: {flag!r} is not one of {', '.join(SETTABLE_FLAGS)}",
-                            http_status=422, fix="custom tags go in add_labels/remove_labels")
+            raise MailError(ErrorCode.INVALID_REQUEST, f"{field}: {flag!r} is not one of {', '.join(SETTABLE_FLAGS)}", fix="custom tags go in add_labels/remove_labels")
         out.append(canonical)
     return out
 
@@ -158,7 +156,7 @@ async def update_message(rt: Any, mailbox: dict[str, Any], message_id: str, *, a
         if folder is not None and folder != row["folder"]:
             target = messages.get_folder(conn, mailbox["id"], folder)
             if target is None:
-                raise MailError("unknown_folder", f"there is no folder {folder!r}", http_status=422,
+                raise MailError(ErrorCode.UNKNOWN_FOLDER, f"there is no folder {folder!r}",
                                 fix="use INBOX, Sent, Drafts, Trash, Junk, Archive or a folder made over IMAP")
             mailstate.move_messages(conn, source["id"], path, target["id"],
                                     _folder_path(rt, mailbox, folder), [row["uid"]])

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from ..config import Settings
-from ..errors import MailError, not_found
+from ..errors import ErrorCode, MailError, not_found
 from ..store import Database, queue, spool
 
 
@@ -30,8 +30,7 @@ def show(db: Database, ident: str, mailbox_id: str | None = None) -> dict[str, A
 def _move(db: Database, ident: str, from_states: tuple[str, ...], to_state: str, when: float | None) -> dict:
     row = _find(db, ident)
     if not db.write(queue.reschedule, row["id"], from_states, to_state, when):
-        raise MailError("nothing_to_do", f"{ident} has no recipients in state {'/'.join(from_states)}",
-                        http_status=409)
+        raise MailError(ErrorCode.NOTHING_TO_DO, f"{ident} has no recipients in state {'/'.join(from_states)}")
     return show(db, row["id"])
 
 

@@ -13,7 +13,7 @@ from email.utils import getaddresses
 from typing import Any
 
 from .. import mime
-from ..errors import MailError
+from ..errors import ErrorCode, MailError
 
 _REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|antw)(\[\d+\])?\s*:\s*)+", re.I)
 _FORWARD_PREFIX = re.compile(r"^\s*((fwd?|wg|tr)\s*:\s*)+", re.I)
@@ -58,10 +58,9 @@ def loop_guard(headers: Message, envelope_from: str | None) -> None:
     """Never answer automatic mail or bounces (RFC 3834 §2, RFC 5321 §4.5.5)."""
     auto = mime.header_str(headers, "Auto-Submitted", "no").strip().lower()
     if auto != "no":
-        raise MailError("loop_guard", f"the message is automatic (Auto-Submitted: {auto}); it is not answered",
-                        http_status=422, fix="send a new message instead if a person must be told")
+        raise MailError(ErrorCode.LOOP_GUARD, f"the message is automatic (Auto-Submitted: {auto}); it is not answered", fix="send a new message instead if a person must be told")
     if envelope_from == "" or "multipart/report" in mime.header_str(headers, "Content-Type").lower():
-        raise MailError("loop_guard", "the message is a delivery report; it is not answered", http_status=422)
+        raise MailError(ErrorCode.LOOP_GUARD, "the message is a delivery report; it is not answered")
 
 
 def reply(raw: bytes, own: set[str], reply_all: bool, envelope_from: str | None) -> Draft:
@@ -77,7 +76,7 @@ def reply(raw: bytes, own: set[str], reply_all: bool, envelope_from: str | None)
         to = _unique(to + _addresses(headers, "To"), own_lower)
         cc = _unique(_addresses(headers, "Cc"), own_lower | {a.lower() for a in to})
     if not to and not cc:
-        raise MailError("no_recipient", "nobody is left to reply to", http_status=422)
+        raise MailError(ErrorCode.NO_RECIPIENTS, "nobody is left to reply to")
     parent = mime.message_ids(headers.get("Message-ID"))
     references = mime.message_ids(headers.get("References")) or mime.message_ids(headers.get("In-Reply-To"))
     return Draft(to=to, cc=cc, subject=reply_subject(mime.decode_text(headers.get("Subject"))),

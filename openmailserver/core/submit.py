@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from .. import mime
 from ..address import Address, parse_address
-from ..errors import MailError
+from ..errors import ErrorCode, MailError
 from ..mailauth import dkim
 from ..mime.compose import missing_id_and_date, trace_date, trace_header
 from ..runtime import Runtime
@@ -39,8 +39,7 @@ class Submitted:
 
 
 def sender_denied(address: str) -> MailError:
-    return MailError("sender_not_allowed", f"you may not send as {address}", http_status=403,
-                     smtp=(553, "5.7.1"), fix="send as the mailbox's own address or an alias that delivers to it")
+    return MailError(ErrorCode.SENDER_NOT_ALLOWED, f"you may not send as {address}", fix="send as the mailbox's own address or an alias that delivers to it")
 
 
 def _delivers_to(conn: sqlite3.Connection, mailbox: dict[str, Any], alias: str) -> bool:
@@ -65,8 +64,7 @@ def check_rate(conn: sqlite3.Connection, mailbox_id: str, limit: int) -> None:
     if count >= limit:
         oldest_at = datetime.fromisoformat(oldest.replace("Z", "+00:00")) if oldest else now
         retry = max(1, int((oldest_at + timedelta(hours=1) - now).total_seconds()) + 1)
-        raise MailError("rate_limited", f"this mailbox may send {limit} messages per hour",
-                        http_status=429, smtp=(450, "4.7.1"), retry_after=retry,
+        raise MailError(ErrorCode.RATE_LIMITED, f"this mailbox may send {limit} messages per hour", retry_after=retry,
                         fix=f"retry in {retry} seconds")
 
 
@@ -112,14 +110,12 @@ def _prepare(rt: Runtime, mailbox: dict[str, Any], envelope_from: str, parsed: l
         # The caller's row may be older than this message (read at SMTP MAIL, say).
         current = accounts.get_mailbox_by_id(conn, mailbox["id"])
         if current is None or not current["active"]:
-            raise MailError("mailbox_disabled", "the sending mailbox is disabled or deleted", http_status=403,
-                            smtp=(550, "5.7.1"))
+            raise MailError(ErrorCode.MAILBOX_DISABLED, "the sending mailbox is disabled or deleted")
         if not may_send_as(conn, mailbox, envelope_from):
             raise sender_denied(envelope_from)
         # Every address in From: must be ours to use (RFC 6409 §8.1 lets us enforce it).
         if not from_addresses:
-            raise MailError("missing_from", "the message has no From: header", http_status=422,
-                            smtp=(550, "5.6.0"))
+            raise MailError(ErrorCode.MISSING_FROM, "the message has no From: header")
         for address in from_addresses:
             if not may_send_as(conn, mailbox, address):
                 raise sender_denied(address)
@@ -136,13 +132,11 @@ def _prepare(rt: Runtime, mailbox: dict[str, Any], envelope_from: str, parsed: l
         if not resolution.hosted:
             remote.append(text)
         elif not resolution.mailboxes:
-            raise MailError("unknown_recipient", f"{text}: no such mailbox here", http_status=422,
-                            smtp=(550, "5.1.1"))
+            raise MailError(ErrorCode.UNKNOWN_RECIPIENT, f"{text}: no such mailbox here")
         else:
             for target in resolution.mailboxes:
                 if target["quota_bytes"] and target["used_bytes"] + len(raw) > target["quota_bytes"]:
-                    raise MailError("mailbox_full", f"{text}: the mailbox is full", http_status=422,
-                                    smtp=(452, "4.2.2"), fix="the recipient must free space first")
+                    raise MailError(ErrorCode.MAILBOX_FULL, f"{text}: the mailbox is full", fix="the recipient must free space first")
                 local.setdefault(target["id"], (target, text))
     added, values = missing_id_and_date(headers, settings.mail_host)  # RFC 6409 §8.3
     raw = added + raw
@@ -173,8 +167,7 @@ async def submit(rt: Runtime, *, mailbox: dict[str, Any], envelope_from: str, to
     settings = rt.settings
     parsed = [parse_address(r) for r in to]
     if not parsed:
-        raise MailError("no_recipients", "at least one recipient is required", http_status=422,
-                        smtp=(554, "5.5.1"))
+        raise MailError(ErrorCode.NO_RECIPIENTS, "at least one recipient is required")
     queue_id = secrets.token_hex(6).upper()
     outbound_id = new_id("out")
     preparing = asyncio.ensure_future(

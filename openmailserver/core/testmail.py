@@ -10,7 +10,7 @@ from typing import Any
 
 from ..address import parse_address
 from ..config import Settings
-from ..errors import MailError
+from ..errors import ErrorCode, MailError
 from ..mime.compose import compose
 from ..runtime import Runtime
 from ..store import Database
@@ -20,7 +20,7 @@ from .submit import sender_denied, submit
 
 async def send_test(settings: Settings, sender: str, to: list[str], subject: str, body: str) -> dict[str, Any]:
     if not settings.db_path.exists():
-        raise MailError("not_initialised", f"no database at {settings.db_path}", fix="openmailserver init")
+        raise MailError(ErrorCode.NOT_INITIALISED, f"no database at {settings.db_path}", fix="openmailserver init")
     rt = Runtime(settings, Database(settings.db_path))
     try:
         address = parse_address(sender)

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ..config import Settings
-from ..errors import MailError
+from ..errors import ErrorCode, MailError
 
 MAGIC = b"OMSBACKUP1\n"
 CHUNK = 1024 * 1024
@@ -154,7 +154,7 @@ class _ChunkReader(io.RawIOBase):
 
 def _passphrase(settings: Settings) -> str:
     if not settings.backup_encryption_key:
-        raise MailError("backup_key_missing", "backups need the backup_encryption_key setting", http_status=409,
+        raise MailError(ErrorCode.BACKUP_KEY_MISSING, "backups need the backup_encryption_key setting",
                         fix="set backup_encryption_key (for example OPENMAILSERVER_BACKUP_ENCRYPTION_KEY)")
     return settings.backup_encryption_key
 
@@ -352,7 +352,7 @@ def restore(settings: Settings, path: str | Path, progress: Progress | None = No
     passphrase = _passphrase(settings)
     data_dir = settings.data_dir
     if settings.db_path.exists():
-        raise MailError("data_dir_not_empty", f"{data_dir} already holds a database", http_status=409,
+        raise MailError(ErrorCode.DATA_DIR_NOT_EMPTY, f"{data_dir} already holds a database",
                         fix="restore into a new data_dir, or move the old one away first")
     data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=data_dir) as scratch:
@@ -360,7 +360,7 @@ def restore(settings: Settings, path: str | Path, progress: Progress | None = No
         try:
             details = _walk(Path(path), passphrase, staging, progress)
         except BackupError as exc:
-            raise MailError("invalid_backup", str(exc), http_status=422) from None
+            raise MailError(ErrorCode.INVALID_BACKUP, str(exc)) from None
         for name in ("mail", "tls"):
             if (staging / name).exists():
                 if (data_dir / name).exists():

@@ -33,7 +33,7 @@ import httpx
 from .. import __version__
 from ..config import parse_durations
 from ..core.views import render_event
-from ..errors import MailError
+from ..errors import ErrorCode, MailError
 from ..runtime import Runtime
 from ..store import messages
 from ..store import webhooks as store
@@ -95,10 +95,10 @@ def url_problem(url: str, allowed_hosts: tuple[str, ...]) -> str | None:
 
 def check_url(rt: Runtime, url: Any) -> str:
     if not isinstance(url, str) or len(url) > 2048:
-        raise MailError("invalid_url", "url must be a string of at most 2048 characters", http_status=422)
+        raise MailError(ErrorCode.INVALID_URL, "url must be a string of at most 2048 characters")
     problem = url_problem(url, tuple(h.lower() for h in rt.settings.webhook_allowed_hosts))
     if problem:
-        raise MailError("invalid_url", f"webhook url refused: {problem}", http_status=422,
+        raise MailError(ErrorCode.INVALID_URL, f"webhook url refused: {problem}",
                         fix="use a public https URL, or add the host to webhook_allowed_hosts")
     return url
 

@@ -8,6 +8,7 @@ import base64
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.smtp_session import Transport, drive
 
 from openmailserver.smtp.session import Handler, Limits, Session, _path
 
@@ -28,31 +29,6 @@ def test_paths() -> None:
 def test_paths_never_raise(arg: str) -> None:
     _path(arg, "FROM:")
     _path(arg, "TO:")
-
-
-class _Transport:
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.closed = False
-        self.paused: list[bool] = []  # every pause_reading (True) and resume_reading (False)
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def get_extra_info(self, name: str, default=None):
-        return ("127.0.0.1", 12345) if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        self.paused.append(True)
-
-    def resume_reading(self) -> None:
-        self.paused.append(False)
 
 
 class _Recorder(Handler):
@@ -90,29 +66,9 @@ def _dialogue() -> bytes:
     return b"".join(out)
 
 
-def _drive(handler: Handler, pieces: list[bytes], transport: _Transport | None = None, **options) -> bytes:
-    """Feed `pieces` to a session over a stand-in transport; everything it wrote."""
-    transport = transport or _Transport()
-
-    async def go() -> bytes:
-        session = Session(handler, limits=Limits(10, 10), hostname="mx.test", size_limit=10_000, timeout=60,
-                          **options)
-        session.connection_made(transport)
-        for piece in pieces:
-            session.data_received(piece)
-            for _ in range(5):
-                await asyncio.sleep(0)
-        for _ in range(50):
-            await asyncio.sleep(0)
-        session.connection_lost(None)
-        return bytes(transport.written)
-
-    return asyncio.run(go())
-
-
 def _run(pieces: list[bytes], wait: bool) -> tuple[bytes, list]:
     handler = _Recorder(wait)
-    return _drive(handler, pieces), handler.messages
+    return drive(handler, pieces), handler.messages
 
 
 @settings(max_examples=60, deadline=None)
@@ -142,7 +98,7 @@ def test_oversized_data_is_refused_after_its_end_and_the_session_goes_on() -> No
 
 
 def test_envelope_parameters_known_ones_accepted_others_refused() -> None:
-    replies = _replies(_drive(_Recorder(wait=False), [
+    replies = _replies(drive(_Recorder(wait=False), [
         b"EHLO c\r\n",
         b"MAIL FROM:<s@x.test> SIZE=100 BODY=8BITMIME AUTH=<> SMTPUTF8\r\n",
         b"RCPT TO:<a@y.test> NOTIFY=NEVER\r\n",   # DSN is not offered
@@ -220,17 +176,17 @@ def test_auth_plain_and_login_in_every_form() -> None:
         b"AUTH PLAIN " + _b64("\0u@x.test\0right") + b"\r\n",  # 503: already
         b"MAIL FROM:<u@x.test>\r\n",
     ]
-    replies = _replies(_drive(handler, dialogue, implicit_tls=True))
+    replies = _replies(drive(handler, dialogue, implicit_tls=True))
     codes = [r[:3] for r in replies]
     assert codes == [b"220", b"250", b"530", b"535", b"334", b"501", b"334", b"501", b"504", b"334", b"334",
                      b"235", b"503", b"250"], replies
-    assert b"AUTH PLAIN LOGIN" in _drive(_Submission(), [b"EHLO c\r\n"], implicit_tls=True)
+    assert b"AUTH PLAIN LOGIN" in drive(_Submission(), [b"EHLO c\r\n"], implicit_tls=True)
     assert handler.logins == [("u@x.test", "wrong"), ("u@x.test", "right")]
 
 
 def test_auth_login_with_initial_username_and_empty_plain_response() -> None:
     handler = _Submission()
-    replies = _replies(_drive(handler, [b"EHLO c\r\n", b"AUTH PLAIN =\r\n",
+    replies = _replies(drive(handler, [b"EHLO c\r\n", b"AUTH PLAIN =\r\n",
                                         b"AUTH LOGIN " + _b64("u@x.test") + b"\r\n", _b64("right") + b"\r\n"],
                               implicit_tls=True))
     assert [r[:3] for r in replies] == [b"220", b"250", b"501", b"334", b"235"], replies
@@ -238,9 +194,9 @@ def test_auth_login_with_initial_username_and_empty_plain_response() -> None:
 
 
 def test_no_auth_before_tls_and_none_on_the_mx() -> None:
-    before_tls = _replies(_drive(_Submission(), [b"EHLO c\r\n", b"AUTH PLAIN " + _b64("\0u\0right") + b"\r\n"]))
+    before_tls = _replies(drive(_Submission(), [b"EHLO c\r\n", b"AUTH PLAIN " + _b64("\0u\0right") + b"\r\n"]))
     assert before_tls[-1].startswith(b"530 5.7.0")
-    mx = _replies(_drive(_Recorder(False), [b"EHLO c\r\n", b"AUTH PLAIN " + _b64("\0u\0right") + b"\r\n"],
+    mx = _replies(drive(_Recorder(False), [b"EHLO c\r\n", b"AUTH PLAIN " + _b64("\0u\0right") + b"\r\n"],
                          implicit_tls=True))
     assert mx[-1].startswith(b"502 5.5.1")
 
@@ -261,8 +217,8 @@ class _Slow(_Recorder):
 
 
 def test_reading_pauses_while_a_command_waits_on_a_flood_and_resumes_after() -> None:
-    async def go() -> tuple[_Transport, bytes]:
-        handler, transport = _Slow(), _Transport()
+    async def go() -> tuple[Transport, bytes]:
+        handler, transport = _Slow(), Transport()
         session = Session(handler, limits=Limits(10, 10), hostname="mx.test", size_limit=10_000, timeout=60)
         session.connection_made(transport)
         session.data_received(b"EHLO c\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@y.test>\r\n")
