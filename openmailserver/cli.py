@@ -147,11 +147,11 @@ def serve(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None) ->
         _print_init(report, False)
     setup_logging(settings)
 
-    def ready(rt) -> None:
+    def ready(listeners: dict[str, tuple[str, int]]) -> None:
         lines = [f"openmailserver {__version__} serving {settings.data_dir}"]
-        for name, (host, port) in rt.listeners.items():
+        for name, (host, port) in listeners.items():
             lines.append(f"  {name:<20} {host}:{port}")
-        api = rt.listeners.get("api")
+        api = listeners.get("api")
         if api:
             key = report.admin_key or "<admin-api-key>"
             lines.append(f"\nTry it:\n  curl -H 'X-OpenMailserver-Key: {key}' http://{api[0]}:{api[1]}/v1/mailboxes")
@@ -169,25 +169,33 @@ def serve(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None) ->
 @app.command()
 def status(config: ConfigOpt = None, dev: DevOpt = False, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Whether the daemon runs, and what the data directory holds."""
+    from .interprocess.board import Board
     from .ops.pidfile import running_pid
-    from .store import accounts, messages
+    from .store import accounts, messages, queue
 
     settings = _settings(config, dev, set_)
     db = _db(settings)
+    pid = running_pid(settings)
+    board = Board.read(settings.board_path) if pid else None
     data = {
         "version": __version__,
         "data_dir": str(settings.data_dir),
-        "running": running_pid(settings) is not None,
-        "pid": running_pid(settings),
+        "running": pid is not None,
+        "pid": pid,
+        # Every worker process of a running daemon: its pid, whether it serves, restarts, sessions.
+        "workers": board.workers_status() if board else [],
+        "queue": db.read(queue.queue_depth)[0],
         "domains": [d["name"] for d in db.read(accounts.list_domains)],
         "mailboxes": len(db.read(accounts.list_mailboxes)),
         "aliases": len(db.read(accounts.list_aliases)),
         "messages": db.read(messages.count_messages),
         "listeners": {name: f"{h}:{p}" for name, (h, p) in settings.listeners().items()},
     }
-    human = _table(["", ""], [[k, ", ".join(v) if isinstance(v, list) else
+    human = _table(["", ""], [[k, ", ".join(map(str, v)) if isinstance(v, list) else
                                (", ".join(f"{a} {b}" for a, b in v.items()) if isinstance(v, dict) else v)]
-                              for k, v in data.items()])
+                              for k, v in data.items() if k != "workers"] +
+                   [[f"worker {w['worker']}", f"pid {w['pid']}, {'serving' if w['serving'] else 'not serving'}, "
+                     f"{w['restarts']} restarts, {sum(w['sessions'].values())} sessions"] for w in data["workers"]])
     _emit(data, as_json, human)
 
 

@@ -58,6 +58,9 @@ class Settings:
                       "Empty means `hostname` without its first label."),
     )
     bind: str = field(default="0.0.0.0", metadata=_doc("Address the mail listeners (SMTP, IMAP) bind to."))
+    workers: int = field(
+        default=0, metadata=_doc("Worker processes, each serving every listener. 0: one per CPU this process "
+                                 "may run on; 1: a single worker."))
     smtp_port: int = field(default=25, metadata=_doc("SMTP MX listener (0 disables it).", kind="port"))
     submission_port: int = field(
         default=465, metadata=_doc("Submission with implicit TLS (0 disables it).", kind="port"))
@@ -200,6 +203,19 @@ class Settings:
     @property
     def pid_path(self) -> Path:
         return self.data_dir / "openmailserver.pid"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.data_dir / "openmailserver.lock"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Where the workers of a daemon keep their metrics (prometheus_client multiprocess mode)."""
+        return self.data_dir / "run" / "metrics"
+
+    @property
+    def board_path(self) -> Path:
+        return self.data_dir / "openmailserver.board"
 
     def listeners(self) -> dict[str, tuple[str, int]]:
         """Every enabled listener by name: (address, port)."""

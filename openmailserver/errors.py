@@ -25,28 +25,31 @@ IMAP_CODES = frozenset({
 class ErrorCode(enum.Enum):
     """Every error code: (HTTP status, SMTP code, enhanced status code, IMAP code)."""
 
-    # The request itself is wrong.
+    # The request cannot be read.
     BAD_REQUEST = (400, 500, "5.5.2", "CLIENTBUG")
     INVALID_JSON = (400, 501, "5.5.2", "CLIENTBUG")
     INVALID_FORM = (400, 501, "5.5.2", "CLIENTBUG")
     MISSING_IDEMPOTENCY_KEY = (400, 501, "5.5.4", "CLIENTBUG")
     INVALID_IDEMPOTENCY_KEY = (400, 501, "5.5.4", "CLIENTBUG")
     METHOD_NOT_ALLOWED = (405, 502, "5.5.1", "CLIENTBUG")
+    PAYLOAD_TOO_LARGE = (413, 552, "5.3.4", "LIMIT")  # RFC 3463: message too big for system
+    # A field of the request has a value we cannot use.
     INVALID_REQUEST = (422, 501, "5.5.4", "CLIENTBUG")
     INVALID_LIMIT = (422, 501, "5.5.4", "CLIENTBUG")
     INVALID_CURSOR = (422, 501, "5.5.4", "CLIENTBUG")
     INVALID_LEVEL = (422, 501, "5.5.4", "CLIENTBUG")
     INVALID_ADDRESS = (422, 501, "5.1.3", "CLIENTBUG")  # RFC 3463: bad destination mailbox address syntax
     INVALID_DOMAIN = (422, 501, "5.1.2", "CLIENTBUG")
+    INVALID_URL = (422, 501, "5.5.4", "CLIENTBUG")
+    INVALID_ATTACHMENT_URL = (422, 501, "5.5.4", "CLIENTBUG")
+    # ... a field of an account or a message.
     INVALID_ACTIVE = (422, 501, "5.5.4", "CLIENTBUG")
     INVALID_DISPLAY_NAME = (422, 501, "5.5.4", "CLIENTBUG")
     INVALID_PASSWORD = (422, 501, "5.5.4", "CLIENTBUG")
     WEAK_PASSWORD = (422, 550, "5.7.0", "CANNOT")
     INVALID_QUOTA = (422, 501, "5.5.4", "CLIENTBUG")
     INVALID_LABEL = (422, 501, "5.5.4", "CLIENTBUG")
-    INVALID_URL = (422, 501, "5.5.4", "CLIENTBUG")
-    INVALID_ATTACHMENT_URL = (422, 501, "5.5.4", "CLIENTBUG")
-    PAYLOAD_TOO_LARGE = (413, 552, "5.3.4", "LIMIT")  # RFC 3463: message too big for system
+    # What the request asks for cannot be done with that content.
     MISSING_FROM = (422, 550, "5.6.0", "CLIENTBUG")
     NO_RECIPIENTS = (422, 554, "5.5.1", "CLIENTBUG")
     LOOP_GUARD = (422, 550, "5.4.6", "CANNOT")  # RFC 3463: routing loop detected
@@ -65,7 +68,7 @@ class ErrorCode(enum.Enum):
     UNKNOWN_FOLDER = (422, 550, "5.1.1", "TRYCREATE")
     UNKNOWN_RECIPIENT = (422, 550, "5.1.1", "NONEXISTENT")
     UNKNOWN_DESTINATION = (422, 550, "5.1.1", "NONEXISTENT")
-    # The state of things is in the way.
+    # Something already there is in the way.
     CONFLICT = (409, 550, "5.0.0", "ALREADYEXISTS")
     DATA_DIR_NOT_EMPTY = (409, 550, "5.0.0", "ALREADYEXISTS")
     DOMAIN_IN_USE = (409, 550, "5.0.0", "INUSE")
@@ -74,6 +77,7 @@ class ErrorCode(enum.Enum):
     IDEMPOTENCY_CONFLICT = (409, 550, "5.0.0", "CLIENTBUG")
     IDEMPOTENCY_IN_PROGRESS = (409, 451, "4.3.0", "INUSE")
     FOLDER_CHANGED = (409, 451, "4.3.0", "UNAVAILABLE")
+    # The server is not set up for it.
     NOT_INITIALISED = (409, 550, "5.3.5", "CONTACTADMIN")  # RFC 3463: system incorrectly configured
     BACKUP_KEY_MISSING = (409, 550, "5.3.5", "CONTACTADMIN")
     # Limits; try again later.

@@ -7,22 +7,33 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from .auth.throttle import AuthThrottle
 from .config import Settings
 from .events.hub import Hub
+from .interprocess.board import Board
 from .store import AsyncDatabase, Database
 from .store.aio import Fsyncer
 from .store.renames import FlagRenames
+from .store.throttle import AuthThrottle
 from .telemetry.metrics import Metrics
 from .tls import server_context
 
 T = TypeVar("T")
+_WAKE_QUEUE = {"wake": "queue"}
 
 
 class Runtime:
-    def __init__(self, settings: Settings, db: Database) -> None:
+    """One worker's services. `board` is the daemon's shared board (a private one outside a
+    daemon), `worker` this worker's number, and `broadcast` sends a live message to every
+    other worker (`receive` takes theirs)."""
+
+    def __init__(self, settings: Settings, db: Database, board: Board | None = None, worker: int = 1,
+                 broadcast: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.settings = settings
         self.db = db
+        self._own_board = board is None
+        self.board = board if board is not None else Board(1)
+        self.worker = worker
+        self._broadcast = broadcast
         self.adb = AsyncDatabase(db, readers=settings.db_read_threads)
         # fsyncs, password hashing, DKIM/RSA and header parsing run here, off the loop.
         self.pool = ThreadPoolExecutor(max_workers=settings.work_threads, thread_name_prefix="work")
@@ -32,19 +43,29 @@ class Runtime:
         self.fsyncer = Fsyncer(self.store_pool)  # through kernel AIO from the loop where it can
         self.renames = FlagRenames()  # message files renamed after flag changes, when IMAP is quiet
         self.listeners: dict[str, tuple[str, int]] = {}
-        self.hub = Hub()
-        self.auth_throttle = AuthThrottle(settings.auth_failure_limit, settings.auth_failure_window,
+        self.hub = Hub(broadcast)
+        self.auth_throttle = AuthThrottle(self.adb, settings.auth_failure_limit, settings.auth_failure_window,
                                           settings.auth_block_time)
-        self.queue_wakeup = asyncio.Event()  # set when new mail is queued
-        self.idempotency_in_flight: set[tuple[str, str]] = set()
-        self.metrics = Metrics()
-        # Listener name -> callable giving its open session count (for /metrics and health).
-        self.session_counts: dict[str, Callable[[], int]] = {}
-        self.metrics.state.add("openmailserver_sessions", "Open sessions per listener", "listener",
-                               lambda: {name: count() for name, count in self.session_counts.items()})
+        self.queue_wakeup = asyncio.Event()  # set when new mail is queued (`wake_queue`)
+        self.metrics = Metrics(settings.metrics_dir if board is not None else None)
+        self.metrics.state.add("openmailserver_sessions", "Open sessions per listener, in every worker", "listener",
+                               lambda: {name: self.board.sessions(name) for name in self.listeners})
         self.started_at = time.time()
         # One TLS context for every listener: reloading certificates (SIGHUP) reaches them all.
         self.tls_context = server_context(settings.cert_path, settings.key_path)
+
+    def wake_queue(self) -> None:
+        """New mail is queued: wake the queue, in whichever worker it runs."""
+        self.queue_wakeup.set()
+        if self._broadcast is not None:
+            self._broadcast(_WAKE_QUEUE)
+
+    def receive(self, message: dict[str, Any]) -> None:
+        """A live message from another worker."""
+        if message == _WAKE_QUEUE:
+            self.queue_wakeup.set()
+        else:
+            self.hub.deliver(message)
 
     def reload_tls(self) -> None:
         """Load the certificate files again; new handshakes use them, open sessions keep theirs."""
@@ -56,6 +77,8 @@ class Runtime:
 
     def close(self) -> None:
         self.fsyncer.close()
+        if self._own_board:
+            self.board.close()
         self.adb.close()
         self.renames.close()
         self.pool.shutdown(wait=True)

@@ -1,7 +1,8 @@
-"""Small shared helpers: typed ids and UTC timestamps."""
+"""Small shared helpers: typed ids, UTC timestamps, disk and process checks."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from datetime import datetime, timezone
@@ -36,3 +37,14 @@ def disk_status(path) -> dict:
     floor = min(200 * 1024 * 1024, usage.total // 50)
     return {"status": "ok" if usage.free >= floor else "fail", "free_bytes": usage.free,
             "total_bytes": usage.total, "path": str(path)}
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (one we may not signal counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -13,6 +13,7 @@ import random
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +22,6 @@ from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
-
 from support.dnsserver import DNSServer
 
 PORT_SETTINGS = ("smtp_port", "submission_port", "submission_starttls_port", "imap_port",
@@ -80,6 +80,9 @@ class Daemon:
             "admin_api_key": self.admin_key,
             "smtp_idle_timeout": 60,
             "dns_nameservers": [quiet_dns().address],
+            # Two worker processes, as on a two-core machine: every test runs against the
+            # supervisor and its workers, and multi-session tests meet across them.
+            "workers": 2,
         }
         for port_name in PORT_SETTINGS:
             self.settings[port_name] = free_port()
@@ -190,6 +193,14 @@ class Daemon:
         local, domain = address.split("@")
         root = self.data_dir / "mail" / domain / local
         return root if folder == "INBOX" else root / f".{folder}"
+
+    def sqlite(self, sql: str, *args: Any) -> list[tuple]:
+        """Rows of a query on the daemon's index (read-only)."""
+        conn = sqlite3.connect(f"file:{self.data_dir / 'openmailserver.db'}?mode=ro", uri=True)
+        try:
+            return [tuple(r) for r in conn.execute(sql, args)]
+        finally:
+            conn.close()
 
     def messages_on_disk(self, address: str, folder: str = "INBOX") -> list[bytes]:
         path = self.maildir(address, folder)

@@ -182,7 +182,7 @@ async def send(request: Request) -> JSONResponse:
     attachments = await _attachments(request, body)
     guard = Idempotency(request, who, request_hash_of({**body, "_dialect": "agentmail", "_inbox": mailbox["id"]},
                                                       attachments), render=_sent)
-    with guard:
+    async with guard:
         replay = await guard.previous()
         if replay is not None:
             return replay

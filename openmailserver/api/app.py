@@ -13,9 +13,25 @@ from starlette.routing import Route, WebSocketRoute
 
 from ..errors import ErrorCode, MailError, storage_exhausted, storage_full
 from ..runtime import Runtime
-from . import agentmail, domains, openmail
-from . import (aliases, backups, debug, events, health, mailboxes, messages, openapi, ops, outbound, replies, send,
-               threads, webhooks)
+from . import (
+    agentmail,
+    aliases,
+    backups,
+    debug,
+    domains,
+    events,
+    health,
+    mailboxes,
+    messages,
+    openapi,
+    openmail,
+    ops,
+    outbound,
+    replies,
+    send,
+    threads,
+    webhooks,
+)
 from .base import error_response
 
 log = logging.getLogger(__name__)
@@ -163,7 +179,7 @@ def create_app(rt: Runtime) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(ops.Timing, metrics=rt.metrics)],
+        middleware=[Middleware(ops.Timing, metrics=rt.metrics, worker=rt.worker)],
         exception_handlers={MailError: _mail_error, HTTPException: _http_error, Exception: _unexpected},
     )
     app.state.runtime = rt

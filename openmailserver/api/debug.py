@@ -29,8 +29,6 @@ async def debug_health(request: Request) -> JSONResponse:
     await _debug_principal(request)
     rt = runtime(request)
     checks, failed = await collect_checks(rt)
-    depth, oldest = await rt.adb.read(queue.queue_depth)
-    checks["queue"] = {"status": "ok", "depth": depth, "oldest_created_at": oldest}
     checks["dns"] = await rt.run(dnscheck.resolver_answers)
     checks["certificate"] = tls.certificate_status(rt.settings.cert_path)
     failed = failed or checks["dns"]["status"] == "fail" or checks["certificate"]["status"] == "fail"

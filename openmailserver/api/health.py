@@ -10,10 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from .. import __version__, tls
-from ..store import accounts
+from ..store import accounts, queue
 from ..util import disk_status
 from .base import runtime
-
 
 
 async def _check_database(rt) -> dict[str, Any]:
@@ -40,15 +39,26 @@ async def _check_listener(host: str, port: int) -> dict[str, Any]:
     return {"status": "ok", "address": f"{host}:{port}"}
 
 
+def workers_status(rt) -> dict[str, Any]:
+    """Every worker process of the daemon, whichever of them answers: "warn" while one is
+    down or restarting (the others serve meanwhile)."""
+    workers = rt.board.workers_status()
+    serving = sum(1 for w in workers if w["alive"] and w["serving"])
+    return {"status": "ok" if serving == len(workers) else "warn", "count": len(workers), "serving": serving,
+            "answered_by": rt.worker, "workers": workers}
+
+
 async def collect_checks(rt) -> tuple[dict[str, Any], bool]:
     """The database, disk and listener checks, and whether any failed."""
     names = list(rt.listeners)
-    database, *listener_checks = await asyncio.gather(
-        _check_database(rt), *(_check_listener(*rt.listeners[n]) for n in names))
+    database, (depth, oldest), *listener_checks = await asyncio.gather(
+        _check_database(rt), rt.adb.read(queue.queue_depth), *(_check_listener(*rt.listeners[n]) for n in names))
     checks = {
         "database": database,
         "disk": disk_status(rt.settings.data_dir),
         "listeners": dict(zip(names, listener_checks)),
+        "workers": workers_status(rt),
+        "queue": {"status": "ok", "depth": depth, "oldest_created_at": oldest},
     }
     failed = database["status"] != "ok" or checks["disk"]["status"] != "ok" or any(
         c["status"] != "ok" for c in listener_checks)

@@ -127,7 +127,7 @@ async def send(request: Request) -> JSONResponse:
     body, attachments = await _read_body(request, limit=rt.settings.message_size_limit * 2)
     guard = Idempotency(request, who, request_hash_of({**body, "_dialect": "openmail", "_inbox": mailbox["id"]},
                                                       attachments), render=_send_response)
-    with guard:
+    async with guard:
         replay = await guard.previous()
         if replay is not None:
             return replay

@@ -79,13 +79,24 @@ async def autodiscover(request: Request) -> Response:
 
 
 class Timing:
-    """ASGI middleware: API latency per route template into /metrics."""
+    """ASGI middleware: API latency per route template into /metrics, and the number of the
+    worker process that answered in `X-OpenMailserver-Worker` (HTTP responses and WebSocket
+    handshakes)."""
 
-    def __init__(self, app, metrics) -> None:
+    def __init__(self, app, metrics, worker: int) -> None:
         self.app = app
         self.metrics = metrics
+        self.worker_header = (b"x-openmailserver-worker", str(worker).encode())
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "websocket":
+            async def accept(message) -> None:
+                if message["type"] == "websocket.accept":
+                    message = {**message, "headers": [*message.get("headers", ()), self.worker_header]}
+                await send(message)
+
+            await self.app(scope, receive, accept)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -95,6 +106,7 @@ class Timing:
         async def capture(message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), self.worker_header]}
             await send(message)
 
         try:

@@ -49,7 +49,7 @@ async def queue_action(request: Request) -> JSONResponse:
         data = await rt.run(getattr(core_queue, action), rt.db, ident)
     else:
         raise not_found(f"queue action {action}")
-    rt.queue_wakeup.set()
+    rt.wake_queue()
     return ok({**public_outbound(data), "recipients_state": [
         {"id": r["id"], "recipient": r["recipient"], "state": r["state"], "attempts": r["attempts"],
          "error": r["last_error"]} for r in data["recipients_state"]]})

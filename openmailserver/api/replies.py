@@ -7,15 +7,23 @@ from typing import Any, Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from .. import mime
 from ..core import replies
 from ..core.accounts import Principal
 from ..core.submit import allowed_senders, submit
 from ..mime.compose import compose
-from .. import mime
 from .base import json_body, ok, principal, runtime
 from .messages import message_bytes, visible_message
-from .send import (Idempotency, addresses_field, attachments_field, client_of, invalid, public_outbound,
-                   request_hash_of, text_field)
+from .send import (
+    Idempotency,
+    addresses_field,
+    attachments_field,
+    client_of,
+    invalid,
+    public_outbound,
+    request_hash_of,
+    text_field,
+)
 
 
 async def respond(request: Request, kind: str) -> JSONResponse:
@@ -40,7 +48,7 @@ async def respond_as(request: Request, who: Principal, kind: str, body: dict, at
     guard = Idempotency(request, who, request_hash_of({**body, "_kind": kind,
                                                      "_message": request.path_params["message_id"]}, attachments),
                         render)
-    with guard:
+    async with guard:
         replay = await guard.previous()
         if replay is not None:
             return replay

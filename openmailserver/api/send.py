@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
+import os
 import re
 from typing import Any, Callable
 
@@ -21,6 +22,7 @@ from ..core.submit import sender_denied, submit
 from ..errors import ErrorCode, MailError, not_found
 from ..mime.compose import compose
 from ..store import accounts, idempotency, messages
+from ..store.leases import holder_name
 from .base import json_body, ok, principal, runtime
 
 MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
@@ -172,18 +174,18 @@ def idempotency_key(request: Request) -> str | None:
 class Idempotency:
     """`Idempotency-Key` for a sending request: replay, conflict, in-flight guard, crash-safe record.
 
-    The record is written in the transaction that commits the send (`record`),
-    so after a crash either both exist or neither does. Use it as
+    `previous()` reserves the key in the index before anything else happens
+    (`store.idempotency.reserve`), so concurrent requests with one key, whichever
+    worker or node they reach, send once: the others get 409 `idempotency_in_progress`
+    while the first runs, and its stored answer after it committed. The answer is
+    written in the transaction that commits the send (`record`), so after a crash
+    either both exist or neither does. Use it as
 
-        with guard:
+        async with guard:
             replay = await guard.previous()   # reserves the key, or replays / 409s
             ...                               # validate, compose, submit(record=guard.record)
 
-    `previous()` reserves the key before it looks for a stored answer, with no
-    await between the in-flight check and the reservation: a concurrent request
-    with the same key gets 409 `idempotency_in_progress`, and one that comes after
-    the holder released it (after its commit) finds the stored answer. Leaving
-    the `with` block releases the reservation, however the request ends.
+    Leaving the block gives up a reservation that did not lead to a send.
     """
 
     def __init__(self, request: Request, who: Principal, request_hash: str,
@@ -194,36 +196,39 @@ class Idempotency:
         self.request_hash = request_hash
         self.render = render  # the response body for the outbound row (each API dialect has its own)
         self.response: dict[str, Any] = {}
+        self.holder = holder_name(os.getpid())
         self._held = False
 
     async def previous(self) -> JSONResponse | None:
         if self.key is None:
             return None
-        slot = (self.owner, self.key)
-        if slot in self.rt.idempotency_in_flight:
-            raise MailError(ErrorCode.IDEMPOTENCY_IN_PROGRESS, "a request with this Idempotency-Key is in progress", retry_after=1)
-        self.rt.idempotency_in_flight.add(slot)
-        self._held = True
-        stored = await self.rt.adb.read(idempotency.lookup, self.owner, self.key)
-        if stored is not None:
-            if stored["request_hash"] != self.request_hash:
-                raise MailError(ErrorCode.IDEMPOTENCY_CONFLICT, "this Idempotency-Key was used with a different request")
+        state, stored = await self.rt.adb.write(idempotency.reserve, self.owner, self.key, self.request_hash,
+                                                self.holder)
+        if stored is not None and stored["request_hash"] != self.request_hash:
+            raise MailError(ErrorCode.IDEMPOTENCY_CONFLICT, "this Idempotency-Key was used with a different request")
+        if state == "pending":
+            raise MailError(ErrorCode.IDEMPOTENCY_IN_PROGRESS, "a request with this Idempotency-Key is in progress",
+                            retry_after=1)
+        if state == "done":
+            assert stored is not None
             return JSONResponse(stored["response"], status_code=stored["status"],
                                 headers={"Idempotent-Replayed": "true"})
+        self._held = True
         return None
 
     def record(self, conn, outbound: dict) -> None:
         self.response.update(self.render(outbound))
         if self.key is not None:
             idempotency.store(conn, self.owner, self.key, self.request_hash, 200, self.response)
+            self._held = False
 
-    def __enter__(self) -> "Idempotency":
+    async def __aenter__(self) -> "Idempotency":
         return self
 
-    def __exit__(self, *exc) -> None:
+    async def __aexit__(self, *exc) -> None:
         if self._held:
-            self.rt.idempotency_in_flight.discard((self.owner, self.key))
             self._held = False
+            await self.rt.adb.write(idempotency.release, self.owner, self.key, self.holder)
 
 
 async def thread_parent(request: Request, mailbox: dict, thread_id: Any) -> tuple[dict, dict | None]:
@@ -257,7 +262,7 @@ async def send(request: Request) -> JSONResponse:
     rt = runtime(request)
     body, attachments = await _read_body(request, limit=rt.settings.message_size_limit * 2)
     guard = Idempotency(request, who, request_hash_of(body, attachments))
-    with guard:
+    async with guard:
         replay = await guard.previous()
         return replay if replay is not None else await _send(request, who, body, attachments, guard)
 

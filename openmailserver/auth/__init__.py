@@ -1,1 +1,1 @@
-"""Who is asking: passwords and API keys, and the failed-login throttle."""
+"""Who is asking: password hashing and API keys."""

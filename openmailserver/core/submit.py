@@ -218,7 +218,7 @@ async def submit(rt: Runtime, *, mailbox: dict[str, Any], envelope_from: str, to
             rt.hub.publish(event)
         rt.metrics.submitted.labels(client.split(" ", 1)[0]).inc()
         if remote:
-            rt.queue_wakeup.set()
+            rt.wake_queue()
 
     delivering = asyncio.ensure_future(deliver(rt, deliveries, also=enqueue))
     delivering.add_done_callback(settled)

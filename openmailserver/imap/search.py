@@ -1,13 +1,13 @@
-"""Evaluating a parsed SEARCH key tree (RFC 3501 §6.4.4) over a mailbox view.
+"""SEARCH (RFC 3501 §6.4.4): evaluating a parsed key tree over the view of the selected folder.
 
-`run_search` runs in the executor and reads only what the keys need: flag,
-sequence and UID keys use the view; size and date keys the message details;
-SUBJECT and FROM the message index (decoded subject and sender, one query per
-key that lets SQLite preselect the rows); other header keys the cached header block (or the first
-bytes of the file, cached afterwards); BODY and TEXT the whole message, whose
-decoded text (transfer encodings and charsets undone, RFC 2047 headers
-decoded) is searched. Matching is case-insensitive substring matching, as the
-RFC asks.
+`search` is the command. `run_search` runs in the executor and reads only
+what the keys need: flag, sequence and UID keys use the view; size and date
+keys the message details; SUBJECT and FROM the message index (decoded subject
+and sender, one query per key that lets SQLite preselect the rows); other
+header keys the cached header block (or the first bytes of the file, cached
+afterwards); BODY and TEXT the whole message, whose decoded text (transfer
+encodings and charsets undone, RFC 2047 headers decoded) is searched.
+Matching is case-insensitive substring matching, as the RFC asks.
 
 Keys are evaluated per message with cheap keys first where AND and OR allow,
 so a flag or date key in front of a TEXT key saves reading messages.
@@ -17,15 +17,26 @@ from __future__ import annotations
 
 import email.utils
 from datetime import date, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from ..mime import structure
 from ..store import mailstate
 from . import protocol as p
+from .context import Context
+from .files import FileFinder
+from .message import Msg, parse_iso
+from .selected import Selected
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .mailbox import FileFinder, Msg
 
+async def search(sel: Selected, ctx: Context, args: p.SearchArgs, uid: bool) -> str:
+    """SEARCH / UID SEARCH."""
+    result, entries = await ctx.run_blocking(run_search, ctx.db, sel.folder["id"], FileFinder(sel.path),
+                                             list(sel.msgs), args.criteria)
+    if entries:
+        ctx.spawn(ctx.adb.write(mailstate.cache_put, entries))
+    numbers = [sel.msgs[i].uid if uid else i + 1 for i in result]
+    ctx.send(b"* SEARCH" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+    return "OK Search completed"
 
 
 def _cost(key: p.SearchKey) -> int:
@@ -80,7 +91,7 @@ class _Item:
 
     __slots__ = ("seq", "msg", "header", "header_lower", "full", "texts", "sent")
 
-    def __init__(self, seq: int, msg: "Msg") -> None:
+    def __init__(self, seq: int, msg: Msg) -> None:
         self.seq = seq
         self.msg = msg
         self.header: Optional[bytes] = None
@@ -91,7 +102,7 @@ class _Item:
 
 
 class _Search:
-    def __init__(self, db, folder_id: int, finder: "FileFinder", msgs: list["Msg"]) -> None:
+    def __init__(self, db, folder_id: int, finder: FileFinder, msgs: list[Msg]) -> None:
         self.db = db
         self.folder_id = folder_id
         self.finder = finder
@@ -230,8 +241,6 @@ class _Search:
         return any(needle in structure.decode_words(v).casefold() for v in values)
 
     def internal_date(self, it: _Item) -> date:
-        from .mailbox import parse_iso
-
         return parse_iso(it.msg.idate).astimezone(timezone.utc).date()
 
     def sent_date(self, it: _Item) -> date:
@@ -249,7 +258,7 @@ class _Search:
         return it.sent if it.sent is not None else self.internal_date(it)
 
 
-def run_search(db, folder_id: int, finder: "FileFinder", msgs: list["Msg"], criteria: p.SearchAnd
+def run_search(db, folder_id: int, finder: FileFinder, msgs: list[Msg], criteria: p.SearchAnd
                ) -> tuple[list[int], list[tuple[str, dict]]]:
     """Indexes of the matching messages, and header cache entries learnt on the way."""
     search = _Search(db, folder_id, finder, msgs)
@@ -285,4 +294,4 @@ def run_search(db, folder_id: int, finder: "FileFinder", msgs: list["Msg"], crit
     return result, search.entries
 
 
-__all__ = ["run_search"]
+__all__ = ["search", "run_search"]

@@ -6,6 +6,7 @@ import contextlib
 import os
 
 from ..config import Settings
+from ..util import process_alive
 
 
 def write(settings: Settings) -> None:
@@ -23,10 +24,4 @@ def running_pid(settings: Settings) -> int | None:
         pid = int(settings.pid_path.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+    return pid if process_alive(pid) else None

@@ -52,6 +52,7 @@ def strip_our_auth_results(raw: bytes, authserv_id: str) -> bytes:
 class MXHandler(Handler):
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self.greeting_text = f"ESMTP openmailserver (worker {rt.worker})"
         self.settings = rt.settings
 
     def mail(self, session: Session, address: str) -> str:
@@ -134,8 +135,7 @@ class MXHandler(Handler):
 
 async def start_mx(rt: Runtime, sock: socket.socket):
     settings = rt.settings
-    limits = Limits(settings.smtp_max_connections, settings.smtp_max_connections_per_ip)
-    rt.session_counts["smtp"] = lambda: limits.total
+    limits = Limits(rt.board, "smtp", settings.smtp_max_connections, settings.smtp_max_connections_per_ip)
     handler = MXHandler(rt)
 
     def factory() -> Session:

@@ -29,7 +29,6 @@ import binascii
 import inspect
 import logging
 import ssl
-from collections import Counter
 from typing import Any, Awaitable, Callable, Optional, Union
 
 from ..errors import MailError, storage_exhausted
@@ -56,31 +55,35 @@ def data_problem(raw: bytes) -> Optional[str]:
 
 
 class Limits:
-    """Connection counters shared by the sessions of one listener; `blocked(ip)` refuses an
-    address outright (submission: one that guessed passwords too often)."""
+    """The connection limits of one listener, counted over every worker of the daemon on its
+    shared board (`interprocess.board.Board`); `blocked(ip)` refuses an address outright
+    (submission: one that guessed passwords too often)."""
 
-    def __init__(self, total: int, per_ip: int, blocked: Callable[[str], float] | None = None) -> None:
+    def __init__(self, board, listener: str, total: int, per_ip: int,
+                 blocked: Callable[[str], float] | None = None) -> None:
+        self.board, self.listener = board, listener
         self.total_limit, self.per_ip_limit = total, per_ip
-        self.total = 0
-        self.per_ip: Counter[str] = Counter()
         self.blocked = blocked
+
+    @property
+    def total(self) -> int:
+        return self.board.sessions(self.listener)
 
     def admit(self, ip: str) -> str | None:
         if self.blocked is not None and self.blocked(ip):
             return "too many failed logins from your address, try again later"
-        if self.total >= self.total_limit:
+        if self.board.sessions(self.listener) >= self.total_limit:
             return "too many connections, try again later"
-        if self.per_ip[ip] >= self.per_ip_limit:
+        key = f"{self.listener} {ip}"
+        if self.board.count(key) >= self.per_ip_limit:
             return "too many connections from your address, try again later"
-        self.total += 1
-        self.per_ip[ip] += 1
+        self.board.opened(self.listener)
+        self.board.add(key, 1)
         return None
 
     def release(self, ip: str) -> None:
-        self.total -= 1
-        self.per_ip[ip] -= 1
-        if self.per_ip[ip] <= 0:
-            del self.per_ip[ip]
+        self.board.opened(self.listener, -1)
+        self.board.add(f"{self.listener} {ip}", -1)
 
 
 class Handler(abc.ABC):
@@ -90,6 +93,9 @@ class Handler(abc.ABC):
     auth = False  # whether AUTH is offered (only ever over TLS)
     auth_required = False  # MAIL, RCPT and DATA only after AUTH
     starttls_required = False  # only EHLO, HELO, NOOP, RSET, QUIT and STARTTLS before TLS
+    # Free text after the host name in the 220 greeting (RFC 5321 §4.2): says which worker
+    # process took the connection.
+    greeting_text = "ESMTP openmailserver"
 
     def mail(self, session: "Session", address: str) -> Reply:
         return "250 2.1.0 OK"
@@ -176,7 +182,7 @@ class Session(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.last_activity = loop.time()
         self.timer = loop.call_later(self.timeout, self._check_idle)
-        transport.write(f"220 {self.hostname} ESMTP openmailserver\r\n".encode("ascii"))
+        transport.write(f"220 {self.hostname} {self.handler.greeting_text}\r\n".encode("ascii"))
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closing = True

@@ -44,22 +44,23 @@ class SubmissionHandler(Handler):
 
     def __init__(self, rt: Runtime, starttls_required: bool) -> None:
         self.rt = rt
+        self.greeting_text = f"ESMTP openmailserver (worker {rt.worker})"
         self.starttls_required = starttls_required
 
     # -- AUTH (RFC 4954) -----------------------------------------------------------
 
     async def authenticate(self, session: Session, username: str, password: str) -> str:
         ip = session.peer_ip
-        if self.rt.auth_throttle.blocked(ip):
+        if await self.rt.auth_throttle.blocked(ip):
             session.hang_up()
             return "421 4.7.0 Too many failed logins from your address, try again later"
         mailbox = await self.rt.run(core_accounts.check_login, self.rt.db, username, password)
         if mailbox is None:
-            self.rt.auth_throttle.failure(ip)
+            await self.rt.auth_throttle.failure(ip)
             self.rt.metrics.auth_failures.labels("smtp").inc()
             log.info("submission login failed for %r from %s", username[:100], ip)
             return "535 5.7.8 Authentication credentials invalid"
-        self.rt.auth_throttle.success(ip)
+        await self.rt.auth_throttle.success(ip)
         session.authenticated = mailbox["id"]
         return "235 2.7.0 Authentication successful"
 
@@ -101,9 +102,9 @@ def _starter(implicit_tls: bool):
     async def start(rt: Runtime, sock: socket.socket):
         settings = rt.settings
         handler = SubmissionHandler(rt, starttls_required=not implicit_tls)
-        limits = Limits(settings.smtp_max_connections, settings.smtp_max_connections_per_ip,
-                        blocked=rt.auth_throttle.blocked)
-        rt.session_counts["submission" if implicit_tls else "submission_starttls"] = lambda: limits.total
+        limits = Limits(rt.board, "submission" if implicit_tls else "submission_starttls",
+                        settings.smtp_max_connections, settings.smtp_max_connections_per_ip,
+                        blocked=rt.auth_throttle.known_blocked)
 
         def factory() -> Session:
             return Session(handler, limits=limits, hostname=settings.mail_host,

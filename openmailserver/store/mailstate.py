@@ -208,6 +208,16 @@ def set_first_recent_uid(conn: sqlite3.Connection, folder_id: int, uid: int) -> 
                  (uid, folder_id, uid))
 
 
+def claim_recent(conn: sqlite3.Connection, folder_id: int, up_to: int) -> int:
+    """Claim the \\Recent messages below UID `up_to` for one session: returns the first UID
+    that was still \\Recent before (the claim holds when it is below `up_to`)."""
+    row = conn.execute("SELECT first_recent_uid FROM folders WHERE id = ?", (folder_id,)).fetchone()
+    first = row[0] if row else up_to
+    if up_to > first:
+        conn.execute("UPDATE folders SET first_recent_uid = ? WHERE id = ?", (up_to, folder_id))
+    return first
+
+
 def add_keywords(conn: sqlite3.Connection, folder_id: int, keywords: Iterable[str]) -> Optional[list[str]]:
     """Define keywords in a folder; returns the new list when it grew, else None."""
     row = conn.execute("SELECT keywords FROM folders WHERE id = ?", (folder_id,)).fetchone()

@@ -292,4 +292,22 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX suppressed_copies_message ON suppressed_copies (message_id)
     """,
+    # 10: what must hold for the whole daemon, not for one worker process: leases on the
+    # services that run once (`store.leases`), failed logins per client address
+    # (`store.throttle`), and idempotency keys reserved before the request runs.
+    """
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE auth_failures (
+        ip TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        window_start REAL NOT NULL,
+        blocked_until REAL NOT NULL DEFAULT 0
+    );
+    ALTER TABLE idempotency ADD COLUMN state TEXT NOT NULL DEFAULT 'done';
+    ALTER TABLE idempotency ADD COLUMN holder TEXT
+    """,
 ]

@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import logging.handlers
+import os
 import sys
 from collections import deque
 from datetime import datetime, timezone
@@ -59,7 +60,19 @@ class _FileHandler(logging.handlers.RotatingFileHandler):
         # (one line past it at most) needs only its size.
         if self.stream is None:
             self.stream = self._open()
-        return self.maxBytes > 0 and self.stream.tell() >= self.maxBytes
+        if not (self.maxBytes > 0 and self.stream.tell() >= self.maxBytes):
+            return False
+        # Every worker process writes this file (appending). The first to see it full rolls it
+        # over; the others, still writing to the rolled-over file, only follow to the new one.
+        try:
+            current = os.stat(self.baseFilename).st_ino
+        except FileNotFoundError:
+            current = None
+        if current is not None and current != os.fstat(self.stream.fileno()).st_ino:
+            self.stream.close()
+            self.stream = self._open()
+            return False
+        return True
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
         exc = sys.exc_info()[1]

@@ -1,9 +1,10 @@
-"""A full disk: SMTP says 452 4.3.1, the API 507 with a JSON error, nothing acknowledged is lost,
-and everything works again once space returns."""
+"""A full disk: SMTP says 452 4.3.1, the API 507 with a JSON error, IMAP APPEND NO [OVERQUOTA],
+nothing acknowledged is lost, and everything works again once space returns."""
 
 from __future__ import annotations
 
 import errno
+import imaplib
 import os
 import smtplib
 import subprocess
@@ -35,8 +36,10 @@ def test_disk_full_and_recovery(make_daemon, tmp_path):
     daemon = None
     try:
         daemon = make_daemon("full", data_dir=str(disk / "data"))
-        agent = daemon.create_mailbox("agent")
+        agent = daemon.create_mailbox("agent", password="full disk password")
         key = agent["api_key"]["key"]
+        imap = imaplib.IMAP4("127.0.0.1", daemon.settings["imap_port"])
+        imap.login("agent@full.test", "full disk password")
         send(daemon.smtp_port, "x@remote.test", ["agent@full.test"], build_message("x@remote.test", "a", "before"))
         filler = disk / "filler"
         _fill(filler)
@@ -51,6 +54,10 @@ def test_disk_full_and_recovery(make_daemon, tmp_path):
             "text_body": "z" * 20000})
         assert api.status_code in (503, 507), api.text
         assert api.json()["error"] in ("storage_full", "delivery_failed")
+        # RFC 5530 OVERQUOTA, as Dovecot answers when the disk is full (not SERVERBUG).
+        typ, data = imap.append("INBOX", None, None, build_message("x@remote.test", "a", "append while full",
+                                                                   body="w" * 20000 + "\n"))
+        assert typ == "NO" and data[0].startswith(b"[OVERQUOTA]"), (typ, data)
         health = httpx.get(f"{daemon.api_url}/health")
         assert health.status_code == 503 and health.json()["disk"]["status"] == "fail"
         os.unlink(filler)
@@ -63,6 +70,8 @@ def test_disk_full_and_recovery(make_daemon, tmp_path):
         with daemon.http(key) as client:
             subjects = sorted(m["subject"] for m in client.get("/v1/mailboxes/agent@full.test/messages").json())
         assert subjects == ["after", "api after", "before"]
+        assert imap.append("INBOX", None, None, build_message("x@remote.test", "a", "append after"))[0] == "OK"
+        imap.logout()
         assert "Traceback" not in daemon.output(tail=None)
     finally:
         if daemon is not None:

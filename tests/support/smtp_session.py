@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from openmailserver.interprocess.board import Board
 from openmailserver.smtp.session import Handler, Limits, Session
 
 
@@ -37,7 +38,8 @@ def drive(handler: Handler, pieces: list[bytes], transport: Transport | None = N
     transport = transport or Transport()
 
     async def go() -> bytes:
-        session = Session(handler, limits=Limits(10, 10), hostname="mx.test", size_limit=10_000, timeout=60,
+        session = Session(handler, limits=Limits(Board(1), "smtp", 10, 10), hostname="mx.test", size_limit=10_000,
+                          timeout=60,
                           **options)
         session.connection_made(transport)
         for piece in pieces:

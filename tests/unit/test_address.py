@@ -6,8 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openmailserver.address import (mailbox_address, normalise_domain, parse_address,
-                                    parse_mailbox_address, split_subaddress)
+from openmailserver.address import (
+    mailbox_address,
+    normalise_domain,
+    parse_address,
+    parse_mailbox_address,
+    split_subaddress,
+)
 from openmailserver.errors import MailError
 from openmailserver.store.maildir import mailbox_root
 
@@ -32,7 +37,7 @@ def test_valid_addresses(text, expected):
 def test_invalid_addresses(text):
     with pytest.raises(MailError) as info:
         parse_address(text)
-    assert info.value.http_status == 422 and info.value.smtp_code == 501
+    assert info.value.http_status == 422 and info.value.code.smtp_code == 501
 
 
 @pytest.mark.parametrize("local", ["../x", "a/b", "a+b", "..", ".", "x\\y", "a\nb", "é/"])

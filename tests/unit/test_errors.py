@@ -7,12 +7,12 @@ import pathlib
 import re
 
 import pytest
+from support.smtp_session import drive
 
 import openmailserver
 from openmailserver.api.base import error_response
 from openmailserver.errors import IMAP_CODES, ErrorCode, MailError
 from openmailserver.smtp.session import Handler, Session
-from support.smtp_session import drive
 
 # Statuses our API answers with (RFC 9110 §15, RFC 6585 §4 for 429, RFC 4918 §11.5 for 507).
 HTTP_STATUSES = {400, 401, 403, 404, 405, 409, 413, 422, 429, 500, 503, 507}

@@ -1,4 +1,4 @@
-"""FETCH batch loading from the view's own detail rows (`imap.mailbox.load_batch` with `known`).
+"""FETCH batch loading from the view's own detail rows (`imap.fetch.load_batch` with `known`).
 
 The event loop reads with a deadline and hands what it did not get to an
 executor; these tests pin down where it stops and that the rest loads the same.
@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from openmailserver.imap import mailbox, protocol
+from openmailserver.imap import fetch, protocol
+from openmailserver.imap.files import FileFinder
 from openmailserver.store import maildir
 
 BODY = protocol.parse_command(b"a UID FETCH 1:* (BODY.PEEK[])").args.attributes  # type: ignore[union-attr]
@@ -31,10 +32,10 @@ def _folder(tmp_path, sizes: list[int]):
 
 
 def _load(tmp_path, rows, deadline=None):
-    finder = mailbox.FileFinder(tmp_path)
+    finder = FileFinder(tmp_path)
     try:
-        return mailbox.load_batch(None, 1, finder, [r[0] for r in rows], mailbox.compile_plan(list(BODY)),
-                                  rows, deadline)
+        return fetch.load_batch(None, 1, finder, [r[0] for r in rows], fetch.compile_plan(list(BODY)),
+                                rows, deadline)
     finally:
         finder.close()
 
@@ -56,7 +57,7 @@ def test_past_deadline_leaves_every_row_to_the_executor(tmp_path):
 
 
 def test_a_large_file_stops_the_inline_read(tmp_path):
-    rows, contents = _folder(tmp_path, [100, mailbox.INLINE_READ + 1, 100])
+    rows, contents = _folder(tmp_path, [100, fetch.INLINE_READ + 1, 100])
     _, data, _, rest = _load(tmp_path, rows, time.perf_counter() + 60)
     assert list(data) == [1] and rest == rows[1:]
     _, more, _, _ = _load(tmp_path, rest)
@@ -78,5 +79,5 @@ def test_renamed_and_vanished_files(tmp_path):
 @pytest.mark.parametrize("command", [b"a FETCH 1 (BODY.PEEK[HEADER])", b"a FETCH 1 (ENVELOPE)"])
 def test_plans_that_need_cached_columns_read_the_index(command):
     # Such plans never take the known-rows path (`Selected._load` checks `plan.cache`).
-    plan = mailbox.compile_plan(list(protocol.parse_command(command).args.attributes))  # type: ignore[union-attr]
+    plan = fetch.compile_plan(list(protocol.parse_command(command).args.attributes))  # type: ignore[union-attr]
     assert plan.cache

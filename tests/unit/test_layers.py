@@ -24,11 +24,11 @@ def test_the_contracts_are_kept() -> None:
 
 
 def test_an_import_against_the_layers_breaks_a_contract(tmp_path: Path) -> None:
-    """The check can fail: a copy of the package where the MIME parser imports the store."""
+    """The check can fail: a copy of the package where the IMAP parser imports the store."""
     shutil.copytree(ROOT / "openmailserver", tmp_path / "openmailserver", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
-    structure = tmp_path / "openmailserver" / "mime" / "structure.py"
-    structure.write_text(structure.read_text() + "\nfrom ..store import db  # noqa: E402\n")
+    tokens = tmp_path / "openmailserver" / "imap" / "protocol" / "tokens.py"
+    tokens.write_text(tokens.read_text() + "\nfrom ...store import db  # noqa: E402\n")
     result = _lint(tmp_path)
     assert result.returncode != 0
-    assert "openmailserver.mime is not allowed to import openmailserver.store" in result.stdout, result.stdout
+    assert "openmailserver.imap.protocol is not allowed to import openmailserver.store" in result.stdout, result.stdout

@@ -7,8 +7,8 @@ import base64
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from imaptest.runner import NIL, Atom, tokenize
+
 from openmailserver.mime import structure as s
 
 

@@ -93,7 +93,7 @@ def test_expunge_removes_files_whose_flag_renames_have_not_happened(tmp_path):
 
 
 def test_readers_find_a_file_whose_rename_is_pending(tmp_path):
-    from openmailserver.imap.mailbox import FileFinder, _link_files
+    from openmailserver.imap.files import FileFinder, link_files
 
     folder, names = _folder(tmp_path / "src", 2)
     indexed = [_flagged(n, "FS") for n in names]  # what the index says; the renames have not run
@@ -105,7 +105,7 @@ def test_readers_find_a_file_whose_rename_is_pending(tmp_path):
     finally:
         finder.close()
     # COPY names the copy with the flags the index gives, not those of the old name.
-    copies = _link_files(folder, _folder(tmp_path / "dst", 0)[0], [(indexed[0], 5)])
+    copies = link_files(folder, _folder(tmp_path / "dst", 0)[0], [(indexed[0], 5)])
     assert copies[0] is not None and copies[0].startswith("cur/") and copies[0].endswith(":2,FS")
     (folder / names[0]).unlink()
     try:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.smtp_session import Transport, drive
 
+from openmailserver.interprocess.board import Board
 from openmailserver.smtp.session import Handler, Limits, Session, _path
 
 
@@ -219,7 +220,8 @@ class _Slow(_Recorder):
 def test_reading_pauses_while_a_command_waits_on_a_flood_and_resumes_after() -> None:
     async def go() -> tuple[Transport, bytes]:
         handler, transport = _Slow(), Transport()
-        session = Session(handler, limits=Limits(10, 10), hostname="mx.test", size_limit=10_000, timeout=60)
+        session = Session(handler, limits=Limits(Board(1), "smtp", 10, 10), hostname="mx.test", size_limit=10_000,
+                          timeout=60)
         session.connection_made(transport)
         session.data_received(b"EHLO c\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@y.test>\r\n")
         flood = b"NOOP\r\n" * 50_000  # 300 KB pipelined behind the waiting RCPT
