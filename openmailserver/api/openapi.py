@@ -12,24 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from .. import __version__
-from .oas import (
-    ADDRESS,
-    ADDRESS_LIST,
-    BOOLEAN,
-    IDEMPOTENCY,
-    INTEGER,
-    NUMBER,
-    OBJECT,
-    STRING,
-    XML,
-    S,
-    array,
-    nullable,
-    obj,
-    path_param,
-    query,
-    ref,
-)
+from .oas import (ADDRESS, ADDRESS_LIST, BOOLEAN, IDEMPOTENCY, INTEGER, NUMBER, OBJECT, STRING, XML, S, array,
+                  nullable, obj, path_param, query, ref)
 from .openapi_compat import COMPAT_OPERATIONS, COMPAT_SCHEMAS
 
 SCHEMAS: dict[str, S] = {

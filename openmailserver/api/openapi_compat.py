@@ -6,21 +6,8 @@ checks both against the router.
 
 from __future__ import annotations
 
-from .oas import (
-    ADDRESS_LIST,
-    BOOLEAN,
-    IDEMPOTENCY,
-    INTEGER,
-    OBJECT,
-    STRING,
-    S,
-    array,
-    nullable,
-    obj,
-    path_param,
-    query,
-    ref,
-)
+from .oas import (ADDRESS_LIST, BOOLEAN, IDEMPOTENCY, INTEGER, OBJECT, STRING, S, array, nullable, obj, path_param,
+                  query, ref)
 
 NSTRING = nullable("string")
 RECORD = obj(["type", "name", "value", "priority", "status"], type={"enum": ["MX", "TXT"]}, name=STRING,

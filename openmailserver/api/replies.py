@@ -7,23 +7,15 @@ from typing import Any, Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .. import mime
 from ..core import replies
 from ..core.accounts import Principal
 from ..core.submit import allowed_senders, submit
 from ..mime.compose import compose
+from .. import mime
 from .base import json_body, ok, principal, runtime
 from .messages import message_bytes, visible_message
-from .send import (
-    Idempotency,
-    addresses_field,
-    attachments_field,
-    client_of,
-    invalid,
-    public_outbound,
-    request_hash_of,
-    text_field,
-)
+from .send import (Idempotency, addresses_field, attachments_field, client_of, invalid, public_outbound,
+                   request_hash_of, text_field)
 
 
 async def respond(request: Request, kind: str) -> JSONResponse:
