@@ -8,6 +8,7 @@ from the table below (`render_reference`) and a test keeps it current.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import socket
@@ -210,7 +211,13 @@ class Settings:
 
     @property
     def metrics_dir(self) -> Path:
-        """Where the workers of a daemon keep their metrics (prometheus_client multiprocess mode)."""
+        """Where the workers of a daemon keep their metrics (prometheus_client multiprocess mode):
+        in memory (/dev/shm) where there is one, since those files are memory-mapped and grow,
+        and a mapped page that a full disk cannot back kills its process with SIGBUS."""
+        shm = Path("/dev/shm")
+        if shm.is_dir() and os.access(shm, os.W_OK):
+            tag = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
+            return shm / f"openmailserver-{os.getuid()}-{tag}"
         return self.data_dir / "run" / "metrics"
 
     @property

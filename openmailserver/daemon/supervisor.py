@@ -120,6 +120,7 @@ class Supervisor:
             for sock in self.sockets.values():
                 sock.close()
             pidfile.remove(self.settings)
+            shutil.rmtree(self.settings.metrics_dir, ignore_errors=True)
             if self.board is not None:
                 self.board.close()
                 with contextlib.suppress(FileNotFoundError):

@@ -42,7 +42,9 @@ class Board:
         else:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.ftruncate(fd, size)
+                # Blocks reserved now: a page of a sparse file first written on a full disk
+                # would kill the writer with SIGBUS.
+                os.posix_fallocate(fd, 0, size)
                 self._memory = mmap.mmap(fd, size)
             finally:
                 os.close(fd)
