@@ -89,6 +89,8 @@ async def _append_to(session: Session, folder: dict[str, Any], args: p.AppendArg
         if since is not None:  # what the selected view must learn, read in the same transaction
             # (assigned, not appended: the writer may run this again after undoing a merged group)
             changes[:] = [mailstate.changes_since(conn, folder["id"], since)]
+            if not selected.readonly:  # and its claim of \Recent for the new message, in the same write
+                changes[0]["recent_from"] = mailstate.claim_recent(conn, folder["id"])
 
     try:
         rows = await deliver(session.rt, [delivery], finish)

@@ -32,9 +32,6 @@ class Context(Protocol):
     adb: AsyncDatabase
     #: Message files renamed after flag changes (`store.renames`): STORE queues the renames here.
     renames: FlagRenames
-    #: (folder id, UIDVALIDITY) -> first UID still \Recent for the next session (RFC 3501 §2.3.2),
-    #: shared by every session of the daemon.
-    first_recent: dict[tuple[int, int], int]
     #: Bytes of output buffered and not yet written.
     out_size: int
 

@@ -265,8 +265,7 @@ async def cmd_status(session: Session, cmd: p.Command) -> str:
     folder = await session.rt.adb.read(get_folder, session.mailbox["id"], args.mailbox)
     if folder is None:
         return "NO [NONEXISTENT] Mailbox does not exist"
-    first = session.shared.first_recent.get((folder["id"], folder["uidvalidity"]), folder["first_recent_uid"])
-    status = await session.rt.adb.read(mailstate.folder_status, folder["id"], first)
+    status = await session.rt.adb.read(mailstate.folder_status, folder["id"], folder["first_recent_uid"])
     status["appendlimit"] = session.rt.settings.message_size_limit
     items = " ".join(f"{item} {status[item.lower()]}" for item in args.items)
     session.untagged(b"STATUS " + p.encode_mailbox(args.mailbox) + b" (" + items.encode() + b")")

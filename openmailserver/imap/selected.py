@@ -47,9 +47,9 @@ class Selected:
         # the next `sync` need not read them again.
         self.prefetched: Optional[dict] = None
         self.dead = False
-        self.claimed_recent = False
         self.recent_count = 0
-        self.key = (folder["id"], folder["uidvalidity"])
+        # A read-write session has claimed \Recent for the UIDs below this one (RFC 3501 §2.3.2).
+        self.claimed_to = folder["uidnext"]
 
     # -- opening and closing ------------------------------------------------------
 
@@ -59,15 +59,9 @@ class Selected:
         if folder is None:
             return None
         self = cls(ctx, folder, readonly)
-        first = max(ctx.first_recent.get(self.key, 0), folder["first_recent_uid"])
-        if not readonly:
-            # RFC 3501 §2.3.2: a message is \Recent in one session only. The claim is made in
-            # the index, so that sessions in other worker processes do not claim it again.
-            claim = max(folder["uidnext"], first)
-            first = max(first, await ctx.adb.write(mailstate.claim_recent, folder["id"], claim))
-            ctx.first_recent[self.key] = max(claim, first)
-        else:
-            ctx.first_recent.setdefault(self.key, first)
+        # EXAMINE shows \Recent without taking it from the next session (RFC 3501 §6.3.2).
+        first = folder["first_recent_uid"] if readonly else \
+            await ctx.adb.write(mailstate.claim_recent, folder["id"], folder["uidnext"])
         self.msgs = [Msg(uid, flags, modseq, uid >= first) for uid, flags, modseq in rows]
         self.uids = [m.uid for m in self.msgs]
         seen = {k.lower() for k in self.keywords}
@@ -105,12 +99,6 @@ class Selected:
         known = {k.lower(): k for k in self.keywords}
         return [f if f.startswith("\\") else known.get(f.lower(), f) for f in flags]
 
-    async def close(self, ctx: Context) -> None:
-        if self.claimed_recent and not self.dead:
-            first = ctx.first_recent.get(self.key)
-            if first is not None:
-                await ctx.adb.write(mailstate.set_first_recent_uid, self.folder["id"], first)
-
     def concerns(self, event: dict, ctx: Context) -> bool:
         if event.get("origin") == ctx.id:
             return False
@@ -142,7 +130,9 @@ class Selected:
                 if changes["folder"]["name"] != self.folder["name"]:  # renamed by another session
                     self.folder = {**self.folder, "name": changes["folder"]["name"]}
                     self.path = ctx.folder_path(self.folder["name"])
-                self._apply(ctx, changes)
+                recent_from = changes["folder"]["first_recent_uid"] if self.readonly else \
+                    await self._claim_recent(ctx, changes)
+                self._apply(ctx, changes, recent_from)
                 expected = len(self.msgs) - len(self.pending_expunge)
                 if changes["count"] != expected:
                     present = set(await ctx.adb.read(mailstate.folder_uids, self.folder["id"]))
@@ -151,7 +141,19 @@ class Selected:
             self.report_expunges(ctx, self.pending_expunge)
             self.pending_expunge = set()
 
-    def _apply(self, ctx: Context, changes: dict) -> None:
+    async def _claim_recent(self, ctx: Context, changes: dict) -> int:
+        """Claim \\Recent for the messages that arrived since the last claim; returns the first
+        UID that is \\Recent in this session among them (RFC 3501 §2.3.2)."""
+        uidnext = changes["folder"]["uidnext"]
+        if uidnext <= self.claimed_to:
+            return uidnext
+        first = changes.get("recent_from")  # claimed by this session's APPEND, in its transaction
+        if first is None:
+            first = await ctx.adb.write(mailstate.claim_recent, self.folder["id"], uidnext)
+        self.claimed_to = uidnext
+        return first
+
+    def _apply(self, ctx: Context, changes: dict, recent_from: int) -> None:
         folder = changes["folder"]
         updated: list[int] = []
         new_rows = []
@@ -190,16 +192,12 @@ class Selected:
             msg = self.msgs[i]
             ctx.untagged(b"%d FETCH (FLAGS %s)" % (i + 1, msg.flag_bytes()))
         if new_rows:
-            first = ctx.first_recent.setdefault(self.key, folder["first_recent_uid"])
             for row in new_rows:
-                msg = Msg(row[0], row[2], row[3], row[0] >= first)
+                msg = Msg(row[0], row[2], row[3], row[0] >= recent_from)
                 msg.set_details(row[1], row[4], row[5], row[6])
                 self.msgs.append(msg)
                 self.uids.append(row[0])
                 self.recent_count += msg.recent
-            if not self.readonly and new_rows[-1][0] + 1 > first:
-                ctx.first_recent[self.key] = new_rows[-1][0] + 1
-                self.claimed_recent = True
             ctx.untagged(f"{len(self.msgs)} EXISTS")
             ctx.untagged(f"{self.recent_count} RECENT")
 

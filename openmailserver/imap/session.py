@@ -104,7 +104,6 @@ class Session:
         self.adb = self.rt.adb
         self.run_blocking = self.rt.run
         self.renames = self.rt.renames
-        self.first_recent = shared.first_recent
         self.spawn = shared.spawn
 
     # -- output ----------------------------------------------------------------
@@ -386,10 +385,8 @@ class Session:
     # -- the selected state ----------------------------------------------------------
 
     async def leave_mailbox(self) -> None:
-        """Close the selected folder, if any (`Selected.close`), and go back to the authenticated state."""
-        if self.selected is not None:
-            selected, self.selected = self.selected, None
-            await selected.close(self)
+        """Forget the selected folder, if any, and go back to the authenticated state."""
+        self.selected = None
         if self.state == "selected":
             self.state = "auth"
 

@@ -97,10 +97,6 @@ class Shared:
         self.rt = rt
         self.logins = LoginCache(rt)
         self.sessions: set[Any] = set()  # the open `Session`s
-        # (folder id, UIDVALIDITY) -> first UID still \Recent for the next session
-        # (RFC 3501 §2.3.2). UIDVALIDITY is part of the key: a recreated folder may get
-        # the id of a deleted one.
-        self.first_recent: dict[tuple[int, int], int] = {}
         self.background: set[asyncio.Task] = set()
         self.warmer: Optional[asyncio.Task] = None
 

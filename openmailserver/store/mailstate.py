@@ -202,17 +202,19 @@ def subscribed_names(conn: sqlite3.Connection, mailbox_id: str) -> list[str]:
     return sorted(set(names))
 
 
-def set_first_recent_uid(conn: sqlite3.Connection, folder_id: int, uid: int) -> None:
-    """Messages below `uid` are no longer \\Recent for new sessions."""
-    conn.execute("UPDATE folders SET first_recent_uid = ? WHERE id = ? AND first_recent_uid < ?",
-                 (uid, folder_id, uid))
+def claim_recent(conn: sqlite3.Connection, folder_id: int, up_to: Optional[int] = None) -> int:
+    """Claim the \\Recent messages below UID `up_to` (default: every message now in the
+    folder) for one session: returns the first UID that was still \\Recent before, so the
+    session's \\Recent messages are the UIDs from it up to `up_to`.
 
-
-def claim_recent(conn: sqlite3.Connection, folder_id: int, up_to: int) -> int:
-    """Claim the \\Recent messages below UID `up_to` for one session: returns the first UID
-    that was still \\Recent before (the claim holds when it is below `up_to`)."""
-    row = conn.execute("SELECT first_recent_uid FROM folders WHERE id = ?", (folder_id,)).fetchone()
-    first = row[0] if row else up_to
+    RFC 3501 §2.3.2: a message is \\Recent in one session only. The claim lives in the
+    index, in the same write as the claim's check, so sessions in other worker processes
+    never claim a message twice."""
+    row = conn.execute("SELECT first_recent_uid, uidnext FROM folders WHERE id = ?", (folder_id,)).fetchone()
+    if row is None:
+        return up_to or 0
+    first, uidnext = row
+    up_to = uidnext if up_to is None else up_to
     if up_to > first:
         conn.execute("UPDATE folders SET first_recent_uid = ? WHERE id = ?", (up_to, folder_id))
     return first

@@ -126,6 +126,31 @@ def test_two_sessions_on_one_mailbox_in_different_workers(daemon):
         client.logout()
 
 
+def test_new_mail_is_recent_in_one_session_of_all_workers(daemon):
+    """RFC 3501 §2.3.2: a message is \\Recent in one session only, whichever worker runs it:
+    a delivery, and an APPEND by one of the sessions, while both have the folder selected."""
+    daemon.create_mailbox("carol", password=PASSWORD)
+    sessions = [imap_on(daemon, 1, "carol@w.test"), imap_on(daemon, 2, "carol@w.test")]
+    for client in sessions:
+        client.select("INBOX")
+    client = smtp_on(daemon, 1)
+    client.sendmail("x@remote.test", ["carol@w.test"], build_message("x@remote.test", "carol@w.test", "r1"))
+    client.quit()
+    sessions[0].append("INBOX", None, None, build_message("x@remote.test", "carol@w.test", "r2"))
+
+    def recent(client: imaplib.IMAP4) -> list[bytes]:
+        client.noop()
+        return client.uid("SEARCH", "RECENT")[1][0].split()
+
+    wait_for(lambda: all(c.uid("SEARCH", "ALL")[1][0].split() == [b"1", b"2"] for c in sessions), timeout=10)
+    seen = [recent(c) for c in sessions]
+    assert sorted(seen[0] + seen[1]) == [b"1", b"2"], seen
+    typ, data = sessions[1].status("INBOX", "(RECENT)")
+    assert b"RECENT 0" in data[0]  # none left for a session yet to come
+    for client in sessions:
+        client.logout()
+
+
 def test_one_idempotency_key_sends_once_across_workers(daemon):
     key = daemon.create_mailbox("agent")["api_key"]["key"]
     idem = str(uuid.uuid4())
