@@ -10,7 +10,7 @@ from typing import Any, Callable, TypeVar
 from .config import Settings
 from .events.hub import Hub
 from .interprocess.board import Board
-from .store import AsyncDatabase, Database
+from .store import AsyncDatabase, Database, mailstate
 from .store.aio import Fsyncer
 from .store.renames import FlagRenames
 from .store.throttle import AuthThrottle
@@ -41,7 +41,8 @@ class Runtime:
         # fsync never queues behind parsing or DNS work, nor that work behind a burst of fsyncs.
         self.store_pool = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
         self.fsyncer = Fsyncer(self.store_pool)  # through kernel AIO from the loop where it can
-        self.renames = FlagRenames()  # message files renamed after flag changes, when IMAP is quiet
+        # Message files renamed after flag changes, when IMAP is quiet, to the names the index holds.
+        self.renames = FlagRenames(lambda folder_id, uids: db.read(mailstate.filenames, folder_id, uids))
         self.listeners: dict[str, tuple[str, int]] = {}
         self.hub = Hub(broadcast)
         self.auth_throttle = AuthThrottle(self.adb, settings.auth_failure_limit, settings.auth_failure_window,

@@ -18,6 +18,7 @@ sessions poll to notice work of other sessions.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import os
 import sqlite3
@@ -352,16 +353,34 @@ def _folder_fd(folder_path: Path) -> Iterator[Optional[int]]:
         os.close(fd)
 
 
-def rename_files(folder_path: Path, renames: list[tuple[str, str]]) -> None:
-    """Rename message files (names relative to the folder); a file renamed meanwhile is found by base name."""
+Renames = list[tuple[int, str]]  # (UID, file name before the flag change) of renamed messages
+
+
+def filenames(conn: sqlite3.Connection, folder_id: int, uids: list[int]) -> dict[int, str]:
+    """UID -> the index's file name, for those of `uids` still in the folder."""
+    return {r[0]: r[1] for r in _rows_for_uids(conn, folder_id, "uid, filename", uids)}
+
+
+def rename_files(folder_path: Path, renames: Renames, current: Callable[[list[int]], dict[int, str]]) -> None:
+    """Give message files the names the index holds for them now (names relative to the folder).
+
+    `current(uids)` reads those names. It is read under an exclusive lock on the folder's
+    directory, which the renames of every worker process take: a rename queued by an earlier
+    flag change never undoes the name a later one gave, whichever process runs first. A file
+    renamed meanwhile is found by its base name; one expunged meanwhile is skipped."""
     with _folder_fd(folder_path) as fd:
         if fd is None:
             return
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the directory is closed
+        names = current([uid for uid, _ in renames])
         locator = maildir.Locator(folder_path)
-        for old, new in renames:
+        for uid, old in renames:
+            new = names.get(uid)
+            if new is None or new == old:
+                continue
             try:
                 os.rename(old, new, src_dir_fd=fd, dst_dir_fd=fd)
-            except FileNotFoundError:  # flagged again, or expunged, meanwhile
+            except FileNotFoundError:  # renamed by a later change already, or by another tool
                 locator.apply(new, functools.partial(_move_to, fd, new))
 
 
@@ -377,15 +396,14 @@ StoreMode = Literal["replace", "add", "remove"]
 
 
 def store_flags(conn: sqlite3.Connection, folder_id: int, folder_path: Path, uids: list[int],
-                mode: StoreMode, flags: list[str], rename: Callable[[Path, list[tuple[str, str]]], None]) -> Row:
+                mode: StoreMode, flags: list[str], rename: Callable[[int, Path, Renames], None]) -> Row:
     """STORE (RFC 3501 §6.4.6) on the given UIDs, atomically against other writers.
 
     Returns `rows`: (uid, flags, modseq, filename) of every targeted message
     still present, `modseq` of this change (None if nothing changed) and
     `keywords`, the folder's new keyword list if the store defined new ones.
-    The files get their new names through `rename(folder_path, renames)`
-    (`rename_files`, or the daemon's `FlagRenames.queue`, which does it later);
-    it is called on the writer thread, so renames are handed over in commit order.
+    The files get their new names later, through `rename(folder_id, folder_path, renames)`
+    (the daemon's `FlagRenames.queue`, which calls `rename_files`).
     """
     wanted = set(flags)
     keywords = [f for f in flags if not f.startswith("\\")]
@@ -398,7 +416,7 @@ def store_flags(conn: sqlite3.Connection, folder_id: int, folder_path: Path, uid
             "SELECT rowid, uid, flags, modseq, filename FROM messages WHERE folder_id = ? AND uid BETWEEN ? AND ?",
             (folder_id, lo, hi)) if r[1] in wanted_uids)
     changed: list[tuple[str, str, int, int]] = []
-    renames: list[tuple[str, str]] = []
+    renames: Renames = []
     out: list[tuple[int, str, int, str]] = []
     modseq: Optional[int] = None
     results: dict[str, tuple[str, str]] = {}  # old flags -> (new flags, info suffix): few distinct
@@ -422,13 +440,13 @@ def store_flags(conn: sqlite3.Connection, folder_id: int, folder_path: Path, uid
             modseq = _bump_modseq(conn, folder_id)
         filename = f"cur/{maildir.base_name(old_name)}{suffix}"
         if filename != old_name:
-            renames.append((old_name, filename))
+            renames.append((uid, old_name))
         changed.append((text, filename, modseq, rowid))
         out.append((uid, text, modseq, filename))
     if changed:
         conn.executemany("UPDATE messages SET flags = ?, filename = ?, modseq = ? WHERE rowid = ?", changed)
     if renames:
-        rename(folder_path, renames)
+        rename(folder_id, folder_path, renames)
     return {"rows": out, "modseq": modseq, "keywords": new_keywords}
 
 

@@ -16,6 +16,7 @@ import smtplib
 import socket
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -148,6 +149,33 @@ def test_new_mail_is_recent_in_one_session_of_all_workers(daemon):
     typ, data = sessions[1].status("INBOX", "(RECENT)")
     assert b"RECENT 0" in data[0]  # none left for a session yet to come
     for client in sessions:
+        client.logout()
+
+
+def test_flag_renames_in_two_workers_leave_the_name_the_index_holds(daemon):
+    """Each worker renames message files after flag changes, later and on its own thread. A
+    rename queued by an earlier change in a busy worker runs after that of a later change in
+    an idle one: the file must keep the later change's name (the one in the index)."""
+    daemon.create_mailbox("dave", password=PASSWORD)
+    earlier, later, busy = (imap_on(daemon, 1, "dave@w.test"), imap_on(daemon, 2, "dave@w.test"),
+                            imap_on(daemon, 1, "dave@w.test"))
+    earlier.append("INBOX", None, None, build_message("x@remote.test", "dave@w.test", "renamed"))
+    for client in (earlier, later):
+        client.select("INBOX")
+    folder = daemon.maildir("dave@w.test")
+    on_disk = lambda: sorted(p.name for sub in ("new", "cur") for p in (folder / sub).iterdir())  # noqa: E731
+    indexed = lambda: [Path(daemon.sqlite("SELECT filename FROM messages")[0][0]).name]  # noqa: E731
+    wait_for(lambda: on_disk() == indexed())
+    earlier.store("1", "+FLAGS", "(\\Seen)")  # worker 1 queues its rename, then stays busy
+    later.store("1", "+FLAGS", "(\\Flagged)")  # worker 2 renames within some 50 ms
+    until = time.monotonic() + 0.8
+    while time.monotonic() < until:
+        busy.noop()
+    assert indexed()[0].endswith(":2,FS")
+    wait_for(lambda: on_disk() == indexed(), timeout=5)
+    time.sleep(2.5)  # worker 1's rename has surely run by now (it waits 2 s at most)
+    assert on_disk() == indexed()
+    for client in (earlier, later, busy):
         client.logout()
 
 
