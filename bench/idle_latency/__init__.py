@@ -5,6 +5,7 @@ serves, the usual pairing."""
 
 from __future__ import annotations
 
+import re
 import smtplib
 import threading
 import time
@@ -28,6 +29,7 @@ PASSWORD = "bench-idle-password-1"
 SENDER = "load@sender.example"
 CLIENT_HELO = "client.sender.example"
 WAIT = 30.0  # seconds one notification may take before the run fails
+TRIES = 200  # SMTP connections tried before giving up on reaching another worker than the IMAP session's
 
 
 class ExistsWatch:
@@ -58,6 +60,7 @@ class IdleLatency(Benchmark):
         "min_ms": "min, raw (ms)",
         "mean_ms": "mean (ms)",
         "max_ms": "max (ms)",
+        "workers": "workers (IMAP, SMTP)",
         "background_cpu_cores": "busy before run, other work (cores)",
     }
 
@@ -65,7 +68,7 @@ class IdleLatency(Benchmark):
         self.deliveries, self.warmup, self.gap = deliveries, warmup, gap
         self.metrics = (
             Metric("median_ms", "median", "ms", higher_is_better=False),
-            Metric("p99_ms", "p99", "ms", higher_is_better=False, target_value=1000.0),
+            Metric("p99_ms", "p99", "ms", higher_is_better=False, target_value=50.0),
         )
         self.title = f"IDLE notification latency: SMTP 250 → untagged EXISTS, {deliveries} deliveries"
         self.short_title = "IDLE latency (SMTP 250 → EXISTS)"
@@ -75,14 +78,17 @@ class IdleLatency(Benchmark):
             f"from reading the 250 that ends DATA to reading the untagged `* n EXISTS` that announces it on the "
             f"idling session (both read by this machine's clock; a reader thread timestamps every line as it "
             f"arrives). The next delivery starts {int(self.gap * 1000)} ms after the EXISTS. {warmup} untimed "
-            f"deliveries go first. **openmailserver**: its MX answers 250 once the message is durable and "
-            f"indexed, and announces it to idling sessions at once (an EXISTS that arrives before the client "
+            f"deliveries go first. **openmailserver**: the SMTP connection and the IDLE session are on "
+            f"different worker processes (the SMTP greeting and the IMAP `ID` response name the worker; the "
+            f"client reconnects until they differ), so every announcement crosses from one process to another; "
+            f"its MX answers 250 once the message is durable and indexed, and announces it to idling sessions "
+            f"at once (an EXISTS that arrives before the client "
             f"has read the 250 counts as 0 ms; the raw minimum, then negative, is shown). **Anchor**: a private "
             f"Postfix (stock, as in SMTP ingest) answers 250 once the message is in its queue, then its virtual(8) "
             f"agent writes it into the Maildir that a private Dovecot serves; Dovecot notices the new file through "
             f"inotify and tells the idling client, after waiting up to 500 ms for further changes (by design). "
-            f"The target: a delivered message reaches an IDLE session within one second (p99 ≤ "
-            f"1000 ms).")
+            f"The target: a delivered message reaches an IDLE session in another worker within 50 ms "
+            f"(p99 ≤ 50 ms).")
 
     def versions(self) -> dict[str, str | None]:
         return {"postfix": postfix.version(), "dovecot": dovecot.version()}
@@ -119,7 +125,7 @@ class IdleLatency(Benchmark):
                                        mail_root=mta.mail_dir).prepare().start()
                 servers.append(imapd)
                 smtp_port, imap_port = mta.port, imapd.port
-            return self._measure(smtp_port, imap_port)
+            return self._measure(smtp_port, imap_port, across_workers=target == OURS)
         except Exception as exc:
             logs = "\n".join(server.log_tail() for server in servers)
             raise RuntimeError(f"{target}: {exc}\n{logs}") from exc
@@ -127,10 +133,18 @@ class IdleLatency(Benchmark):
             for server in reversed(servers):
                 server.stop()
 
-    def _measure(self, smtp_port: int, imap_port: int) -> dict:
+    def _measure(self, smtp_port: int, imap_port: int, across_workers: bool) -> dict:
         watch = ExistsWatch()
         client = ImapClient("127.0.0.1", imap_port)
-        smtp = smtplib.SMTP("127.0.0.1", smtp_port, local_hostname=CLIENT_HELO, timeout=60)
+        workers = ""
+        if across_workers:
+            found = re.search(rb'"worker" "(\d+)"', b"".join(client.command("ID NIL").untagged))
+            if not found:
+                raise RuntimeError("the IMAP ID response names no worker")
+            smtp, smtp_worker = _smtp_elsewhere(smtp_port, found.group(1).decode())
+            workers = f"{found.group(1).decode()}, {smtp_worker}"
+        else:
+            smtp = smtplib.SMTP("127.0.0.1", smtp_port, local_hostname=CLIENT_HELO, timeout=60)
         try:
             client.login(USER, PASSWORD)
             selected = client.command("SELECT INBOX")
@@ -165,5 +179,21 @@ class IdleLatency(Benchmark):
             "min_ms": round(min(latencies), 2),
             "mean_ms": round(sum(latencies) / len(latencies), 2),
             "max_ms": round(max(latencies), 2),
+            "workers": workers or "–",
             "background_cpu_cores": round(background, 3),
         }
+
+
+def _smtp_elsewhere(port: int, imap_worker: str) -> tuple[smtplib.SMTP, str]:
+    """An SMTP connection that a worker other than `imap_worker` accepted (its greeting says which)."""
+    for _ in range(TRIES):
+        smtp = smtplib.SMTP(local_hostname=CLIENT_HELO, timeout=60)
+        _, banner = smtp.connect("127.0.0.1", port)
+        found = re.search(rb"\(worker (\d+)\)", banner)
+        if found is None:
+            smtp.close()
+            raise RuntimeError(f"the SMTP greeting names no worker: {banner!r}")
+        if found.group(1).decode() != imap_worker:
+            return smtp, found.group(1).decode()
+        smtp.quit()
+    raise RuntimeError(f"no SMTP connection reached a worker other than {imap_worker}")

@@ -1,16 +1,23 @@
 """SIGKILL under continuous SMTP and API load, five times: nothing acknowledged is lost.
 
-After every restart: each message the MX acknowledged is in the mailbox exactly
-once; each message the API acknowledged reaches the receiving daemon exactly
-once; every `message.received` event reaches the webhook at least once
-(duplicates carry the same `event_id`). `OMS_RELIABILITY_SCALE` (default 1)
-multiplies the load; `make bench` runs it bigger.
+Two runs. In one, a worker process is killed each time and the supervisor starts
+a replacement while the other worker serves on. In the other, the supervisor is
+killed (its workers die with it) and the daemon is started again.
+
+Afterwards: each message the MX acknowledged is in the mailbox exactly once;
+each message the API acknowledged reaches the receiving daemon exactly once, and
+no message reaches it twice (no outbound row is sent twice); every
+`message.received` event reaches the webhook at least once (duplicates carry the
+same `event_id`). `OMS_RELIABILITY_SCALE` (default 1) multiplies the load;
+`make bench` runs it bigger.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
+import signal
 import smtplib
 import threading
 import time
@@ -19,6 +26,7 @@ from collections import Counter
 from email import message_from_bytes
 
 import httpx
+import pytest
 
 from support.mail import build_message, wait_for
 from support.webhook_receiver import Receiver
@@ -60,7 +68,24 @@ def _api_load(url: str, key: str, acked: list[str], stop: threading.Event) -> No
         time.sleep(0.2 / SCALE)
 
 
-def test_five_sigkills_under_load_lose_nothing(make_daemon, dns_server):
+def _kill_a_worker(daemon) -> None:
+    """SIGKILL one worker at random; return once the supervisor has replaced it."""
+    workers = httpx.get(f"{daemon.api_url}/health", timeout=5).json()["workers"]["workers"]
+    victim = random.choice(workers)
+    os.kill(victim["pid"], signal.SIGKILL)
+
+    def replaced() -> bool:
+        try:
+            now = httpx.get(f"{daemon.api_url}/health", timeout=5).json()["workers"]
+        except httpx.HTTPError:
+            return False
+        return now["serving"] == len(workers) and victim["pid"] not in {w["pid"] for w in now["workers"]}
+
+    wait_for(replaced, timeout=30)
+
+
+@pytest.mark.parametrize("victim", ["worker", "supervisor"])
+def test_five_sigkills_under_load_lose_nothing(make_daemon, dns_server, victim):
     b = make_daemon("b", dns_nameservers=[dns_server.address])
     b.create_mailbox("bob")
     a = make_daemon("a", dns_nameservers=[dns_server.address], remote_smtp_port=b.smtp_port, retry_schedule="1s",
@@ -84,8 +109,11 @@ def test_five_sigkills_under_load_lose_nothing(make_daemon, dns_server):
         try:
             for _ in range(KILLS):
                 time.sleep(random.uniform(0.7, 1.5) * SCALE)
-                a.kill()
-                a.start()
+                if victim == "worker":
+                    _kill_a_worker(a)
+                else:
+                    a.kill()
+                    a.start()
             time.sleep(1.0)
         finally:
             stop.set()
@@ -102,7 +130,7 @@ def test_five_sigkills_under_load_lose_nothing(make_daemon, dns_server):
         wait_for(lambda: wanted <= {r["body"]["event_id"] for r in receiver.events()}, timeout=60)
         hooks = receiver.events()
         duplicates = Counter(r["body"]["event_id"] for r in hooks)
-        print(f"\nkill under load: {KILLS} SIGKILLs; inbound acknowledged {len(inbound)}, found "
+        print(f"\nkill under load: {KILLS} SIGKILLs of the {victim}; inbound acknowledged {len(inbound)}, found "
               f"{sum(at_a[t] for t in inbound)}, duplicates {sum(1 for t in inbound if at_a[t] > 1)}; "
               f"outbound acknowledged {len(outbound)}, delivered {sum(at_b[s] for s in outbound)}, "
               f"duplicates {sum(1 for s in outbound if at_b[s] > 1)}; webhook events {len(wanted)}, "
@@ -110,5 +138,10 @@ def test_five_sigkills_under_load_lose_nothing(make_daemon, dns_server):
         assert len(inbound) > 10 and len(outbound) > 5
         assert [t for t in inbound if at_a[t] != 1] == []
         assert [s for s in outbound if at_b[s] != 1] == []
+        assert [s for s, n in at_b.items() if n > 1] == []  # not even a send that was never acknowledged
+        if victim == "worker":
+            health = httpx.get(f"{a.api_url}/health").json()["workers"]
+            assert sum(w["restarts"] for w in health["workers"]) == KILLS and health["serving"] == 2
+            assert len(re.findall(r"worker \d \(pid \d+\) died \(signal SIGKILL\)", a.output(tail=None))) == KILLS
         assert all(r["valid"] for r in hooks)
         assert {r["body"]["message"]["subject"] for r in hooks} >= set(inbound)

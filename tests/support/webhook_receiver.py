@@ -22,7 +22,11 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                length = int(self.headers.get("Content-Length", "0"))
+                raw = self.rfile.read(length)
+                if len(raw) < length:  # the sender died mid-request (tests SIGKILL it): nothing arrived
+                    self.close_connection = True
+                    return
                 with receiver.lock:
                     body = json.loads(raw)
                     entry = {"body": body, "raw": raw, "headers": dict(self.headers),
