@@ -161,12 +161,9 @@ def check_login(db: Database, address: str, password: str) -> dict[str, Any] | N
         return None
     row = db.read(accounts.get_password_hash, f"{parsed.local.lower()}@{parsed.domain}")
     if row is None or not row["active"]:
-        credentials.verify_password(password, _DUMMY_HASH)  # same cost either way
+        credentials.verify_password(password, credentials.DUMMY_HASH)  # same cost either way
         return None
     return row if credentials.verify_password(password, row["password_hash"]) else None
-
-
-_DUMMY_HASH = credentials.hash_password("not a real password")
 
 
 # ---- aliases ---------------------------------------------------------------

@@ -9,6 +9,9 @@ worker that holds their lease in the database (`Singleton`).
 SIGTERM/SIGINT stop accepting, let sessions finish the command in progress, flush the store
 and exit within 10 seconds; SIGHUP reloads TLS certificates and the settings that can change
 live (`ops/reload.py`). A worker whose supervisor goes away stops the same way.
+
+The supervisor imports this module, and with it every front door, before it forks: a worker
+starts without importing anything, and the imported code stays in pages the workers share.
 """
 
 from __future__ import annotations
@@ -24,13 +27,17 @@ from typing import Awaitable, Callable
 
 import uvicorn
 
+from ..api.app import create_app
 from ..config import Settings
 from ..delivery.queue import QueueRunner
 from ..dns.resolver import install as install_resolver
+from ..imap.server import start_imap, start_imaps
 from ..interprocess.board import Board
 from ..interprocess.relay import Link
 from ..ops.reload import reload as reload_runtime
 from ..runtime import Runtime
+from ..smtp.inbound import start_mx
+from ..smtp.submission import start_implicit_tls, start_starttls
 from ..store import Database, leases
 from ..webhooks.dispatcher import Dispatcher
 
@@ -54,8 +61,6 @@ Starter = Callable[[Runtime, socket.socket], Awaitable[Callable[[], Awaitable[No
 
 
 async def _start_api(rt: Runtime, sock: socket.socket) -> Callable[[], Awaitable[None]]:
-    from ..api.app import create_app
-
     config = uvicorn.Config(create_app(rt), log_config=None, access_log=False, lifespan="off",
                             timeout_graceful_shutdown=5, server_header=False)
     server = _UvicornServer(config)
@@ -73,10 +78,6 @@ async def _start_api(rt: Runtime, sock: socket.socket) -> Callable[[], Awaitable
 
 
 def _starters() -> dict[str, Starter]:
-    from ..imap.server import start_imap, start_imaps
-    from ..smtp.inbound import start_mx
-    from ..smtp.submission import start_implicit_tls, start_starttls
-
     return {"api": _start_api, "smtp": start_mx, "submission": start_implicit_tls,
             "submission_starttls": start_starttls, "imap": start_imap, "imaps": start_imaps}
 
