@@ -376,12 +376,17 @@ def rename_files(folder_path: Path, renames: Renames, current: Callable[[list[in
         locator = maildir.Locator(folder_path)
         for uid, old in renames:
             new = names.get(uid)
-            if new is None or new == old:
+            if new is None:
                 continue
-            try:
-                os.rename(old, new, src_dir_fd=fd, dst_dir_fd=fd)
-            except FileNotFoundError:  # renamed by a later change already, or by another tool
-                locator.apply(new, functools.partial(_move_to, fd, new))
+            if new != old:
+                try:
+                    os.rename(old, new, src_dir_fd=fd, dst_dir_fd=fd)
+                    continue
+                except FileNotFoundError:  # renamed by a later change already, or by another tool
+                    pass
+            # Also when the index is back at the old name (a flag set, then cleared): another
+            # worker may have renamed the file in between.
+            locator.apply(new, functools.partial(_move_to, fd, new))
 
 
 def _move_to(dir_fd: int, new: str, name: str) -> None:

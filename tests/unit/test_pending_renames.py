@@ -245,3 +245,15 @@ def test_a_file_gone_or_an_unexpected_error_does_not_stop_the_thread(tmp_path, r
     r.queue(1, folder, [(None, None)])  # type: ignore[list-item] - the index lookup raises TypeError
     r.queue(1, folder, index.flag([1, 2, 3], "S"))
     _wait_for(lambda: _on_disk(folder) == {_flagged(names[0], "S"), _flagged(names[2], "S")})
+
+
+def test_a_flag_set_and_cleared_again_brings_the_file_back_to_its_first_name(tmp_path):
+    # Another worker ran the rename of the set (file now :2,S) before this one runs that of the
+    # clear, whose new name is the file's first one: the file must go back to it.
+    folder, names = _folder(tmp_path, 1)
+    index = Index(names)
+    index.flag([1], "S")
+    (folder / names[0]).rename(folder / index.names[1])
+    index.names[1] = names[0]  # \Seen cleared: the index holds the first name again
+    mailstate.rename_files(folder, [(1, names[0])], lambda uids: index.current(1, uids))
+    assert _on_disk(folder) == {names[0]}
